@@ -1,0 +1,128 @@
+"""Input validation shared by all layers.
+
+Every check raises ``ValueError`` stating what was expected and what was given; evaluation pitfalls (a model
+left in train mode, probability outputs, all-zero attributions) are warned about once per message.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str, category: type[Warning] = UserWarning) -> None:
+    """Emit ``message`` the first time it is seen in this process."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, category, stacklevel=3)
+
+
+def check_images(x: object, name: str = "x", *, allow_empty: bool = False) -> torch.Tensor:
+    """Validate an image batch: float tensor ``(N, C, H, W)`` with finite values in [0, 1].
+
+    Returns ``x`` unchanged so the call can be used inline.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected shape (N, C, H, W) (4 dims), got {tuple(x.shape)} ({x.dim()} dims)")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name}: expected a non-empty batch (N >= 1), got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        return x
+    x_ = x.detach()
+    if not bool(torch.isfinite(x_).all()):
+        bad = int((~torch.isfinite(x_)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
+    lo, hi = float(x_.min()), float(x_.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name}: expected pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return x
+
+
+def check_labels(y: object, n: int, num_classes: int | None = None, name: str = "y") -> torch.Tensor:
+    """Validate labels: int64 tensor ``(n,)`` with values in ``[0, num_classes)``."""
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor of shape ({n},), got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise ValueError(f"{name}: expected dtype torch.int64, got {y.dtype}")
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), got {tuple(y.shape)}")
+    if n and int(y.min()) < 0:
+        raise ValueError(f"{name}: expected labels >= 0, got minimum {int(y.min())}")
+    if n and num_classes is not None and int(y.max()) >= num_classes:
+        raise ValueError(
+            f"{name}: expected labels in [0, {num_classes}), got maximum {int(y.max())} "
+            f"for a model with {num_classes} outputs"
+        )
+    return y
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Validate a positive (or non-negative) finite scalar option."""
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or value != value or value in (float("inf"), float("-inf")):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite value {bound}, got {value!r}")
+    return value
+
+
+def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    """Validate that ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_k(k: int, n: int, name: str = "k") -> int:
+    """Validate a top-k size against the number of features ``n``."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > n:
+        raise ValueError(f"{name}: expected an integer in [1, {n}] (the number of features), got {k!r}")
+    return k
+
+
+def check_same_shape(a: torch.Tensor, b: torch.Tensor, names: str = "a, b") -> None:
+    """Validate that two tensors have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(f"{names}: expected equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def check_logits(out: torch.Tensor, n: int) -> torch.Tensor:
+    """Validate model output ``(n, K)`` and warn once when it looks like probabilities rather than logits."""
+    if out.dim() != 2 or out.shape[0] != n:
+        raise ValueError(f"model output: expected logits of shape ({n}, K), got {tuple(out.shape)}")
+    if out.numel() and bool((out >= 0).all()) and bool(torch.allclose(out.sum(1), out.new_ones(n), atol=1e-4)):
+        warn_once(
+            "model outputs sum to 1 and are non-negative: they look like probabilities; attrobust expects logits "
+            "(remove the final softmax)"
+        )
+    return out
+
+
+def warn_if_training(model: nn.Module) -> None:
+    """Warn once when a model is evaluated in train mode (dropout/batch-norm change the result)."""
+    if model.training:
+        warn_once(
+            f"{type(model).__name__} is in train mode during evaluation; call model.eval() first "
+            "(batch-norm and dropout make attributions and attacks non-deterministic)"
+        )
+
+
+def has_relu(model: nn.Module) -> bool:
+    """True when the model contains ``nn.ReLU`` modules (second derivatives of ReLU nets vanish)."""
+    return any(isinstance(m, nn.ReLU) for m in model.modules())
+
+
+def check_second_order(model: nn.Module, beta: float | None, what: str) -> None:
+    """A method needing second derivatives must get a softplus ``beta`` when the model uses ReLU."""
+    if beta is None and has_relu(model):
+        raise ValueError(
+            f"{what}: needs second derivatives, but the model uses ReLU (second derivative 0 almost everywhere); "
+            "expected beta=<float> (e.g. 10.0) so a softplus(beta) copy is used, got beta=None"
+        )
