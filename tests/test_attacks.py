@@ -1,13 +1,13 @@
 import pytest
 import torch
 import torchattacks
-from conftest import make_tiny_cnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attrobust.attacks import ATTACKS, fgsm, ifia, pgd, pgd_loop, project, random_point
 from attrobust.attributions import integrated_gradients
 from attrobust.metrics.similarity import kendall_tau, saliency_map, topk_intersection
+from conftest import make_tiny_cnn
 
 
 @pytest.mark.parametrize("steps", [1, 7])
@@ -27,7 +27,9 @@ def test_pgd_l2_equals_torchattacks_without_random_start(tiny_cnn, tiny_batch):
 
 def test_fgsm_equals_torchattacks(tiny_cnn, tiny_batch):
     x, y = tiny_batch
-    torch.testing.assert_close(fgsm(tiny_cnn, x, y, eps=0.05), torchattacks.FGSM(tiny_cnn, eps=0.05)(x, y), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        fgsm(tiny_cnn, x, y, eps=0.05), torchattacks.FGSM(tiny_cnn, eps=0.05)(x, y), atol=1e-6, rtol=0
+    )
 
 
 def test_pgd_random_start_is_seeded_and_raises_loss(tiny_cnn, tiny_batch):
@@ -100,7 +102,9 @@ def test_ifia_invariants(seed, eps, steps):
     model = make_tiny_cnn(seed=seed % 3)
     g = torch.Generator().manual_seed(seed)
     x, y = _correct(model, torch.rand(4, 1, 8, 8, generator=g), None)
-    res = ifia(model, x, y, k=10, eps=eps, step_size=eps / 2, steps=steps, beta=10.0, ig_steps=4, restarts=2, generator=g)
+    res = ifia(
+        model, x, y, k=10, eps=eps, step_size=eps / 2, steps=steps, beta=10.0, ig_steps=4, restarts=2, generator=g
+    )
     assert res.x_adv.shape == x.shape
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
     assert ((res.x_adv - x).abs().amax((1, 2, 3)) <= eps + 1e-6).all()

@@ -1,7 +1,6 @@
 import pytest
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
-from conftest import make_tiny_cnn
 from torch import nn
 
 from attrobust.attributions import (
@@ -13,6 +12,7 @@ from attrobust.attributions import (
     saliency,
 )
 from attrobust.models import softplus
+from conftest import make_tiny_cnn
 
 
 def test_saliency_equals_captum(tiny_cnn, tiny_batch):
