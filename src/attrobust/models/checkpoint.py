@@ -1,0 +1,122 @@
+"""Checkpoints that rebuild their own architecture.
+
+A checkpoint is a ``torch.save``-d dict of plain Python types and tensors only, so it loads with
+``torch.load(weights_only=True)``::
+
+    {"format": "attrobust-checkpoint", "version": 1, "spec": model.spec, "state_dict": {...},
+     "config": {...} | None, "meta": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attrobust.models.nets import create
+
+FORMAT = "attrobust-checkpoint"
+VERSION = 1
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _check_plain(value: object, where: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is made of dict/list/tuple/str/int/float/bool/None/Tensor."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise ValueError(f"{where}: expected str or int keys, got {type(k).__name__} key {k!r}")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise ValueError(
+            f"{where}: expected plain types (dict, list, tuple, str, int, float, bool, None, Tensor) so the "
+            f"checkpoint loads with weights_only=True, got {type(value).__name__}"
+        )
+
+
+def save(model: nn.Module, path: str | os.PathLike[str], config: dict[str, Any] | None = None, **meta: Any) -> Path:
+    """Write ``model`` (architecture spec + weights), the run ``config`` and ``meta`` to ``path``.
+
+    Args:
+        model: a model built by :func:`attrobust.models.create` (it carries ``model.spec``); it maps float
+            ``(N, C, H, W)`` images in [0, 1] to logits ``(N, K)``.
+        path: file to write; parent directories are created; the file is replaced atomically.
+        config: the run configuration as a dict of plain types, or None.
+        **meta: extra plain-typed metadata (epoch, accuracy, ...).
+
+    Returns the path written.
+    """
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, dict):
+        raise ValueError(
+            f"model: expected a model with a `spec` dict (models from attrobust.models.create carry one), "
+            f"got {type(model).__name__} without it"
+        )
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"config: expected a dict or None, got {type(config).__name__}")
+    _check_plain(spec, "spec")
+    _check_plain(config, "config")
+    _check_plain(meta, "meta")
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "spec": dict(spec),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config,
+        "meta": meta,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved at ``path`` and load its weights (strictly).
+
+    Returns ``(model, info)``: the model in eval mode on ``map_location`` (float ``(N, C, H, W)`` images in [0, 1]
+    -> logits ``(N, K)``) and ``info`` = the saved ``{"format", "version", "spec", "config", "meta"}``.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not a readable
+    attrobust checkpoint or whose weights do not fit its spec.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupted files raise a variety of pickle/zip/runtime errors
+        raise ValueError(
+            f"{path}: expected a torch checkpoint loadable with weights_only=True, got error: {err}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path}: expected an attrobust checkpoint (format {FORMAT!r}), got {got!r}")
+    if payload.get("version") != VERSION:
+        raise ValueError(f"{path}: expected checkpoint version {VERSION}, got {payload.get('version')!r}")
+    spec, state = payload.get("spec"), payload.get("state_dict")
+    if not isinstance(spec, dict) or not isinstance(state, dict):
+        raise ValueError(f"{path}: expected 'spec' and 'state_dict' dicts in the checkpoint")
+    try:
+        model = create(**spec)
+    except TypeError as err:
+        raise ValueError(
+            f"{path}: expected a spec with a model 'name' and create() options, got {spec}: {err}"
+        ) from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path}: checkpoint weights do not match the architecture of its spec {spec}: {err}"
+        ) from None
+    model.to(map_location).eval()
+    info = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, info
