@@ -1,0 +1,197 @@
+"""The ``attrobust`` command line: list, train, evaluate, bench quickstart (and demo, its alias).
+
+Errors in the user's input (a bad config key or value, an unknown name, a missing file) print one line
+``error: ...`` on stderr and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .config import TrainConfig, apply_overrides, eval_defaults, load_yaml, merge, merge_yaml
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="attrobust",
+    help="Attributional robustness of image classifiers: train, attack attributions, evaluate.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Preset benchmarks (train + evaluate + table).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+ATTACK_CHOICES = ("all", "ifia", "pgd", "none")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: dotted.key=value (value parsed as YAML); repeatable."),
+]
+
+
+def friendly(fn: F) -> F:
+    """Turn ``ValueError``/``FileNotFoundError`` into ``error: <message>`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def registries() -> dict[str, list[str]]:
+    """Registered names of every layer: datasets, models, attributions, attacks, objectives, metrics."""
+    from .. import attacks, attributions, data, metrics, models, objectives
+
+    return {
+        "datasets": data.DATASETS.names(),
+        "models": models.MODELS.names(),
+        "attributions": attributions.ATTRIBUTIONS.names(),
+        "attacks": attacks.ATTACKS.names(),
+        "objectives": objectives.OBJECTIVES.names(),
+        "metrics": metrics.METRICS.names(),
+    }
+
+
+@app.command("list")
+@friendly
+def list_command() -> None:
+    """Show the registered datasets, models, attributions, attacks, objectives and metrics."""
+    for kind, names in registries().items():
+        typer.echo(f"{kind + ':':14s} {', '.join(names)}")
+
+
+@app.command("train")
+@friendly
+def train_command(
+    config: Annotated[Path, typer.Argument(help="Training config (YAML).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if model.pt exists.")] = False,
+    sets: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a model from a YAML config; writes <out_dir>/<name>/{model.pt,state.pt,config.yaml,log.jsonl}."""
+    from .train import train
+
+    cfg = load_yaml(TrainConfig, config, sets or [])
+    result = train(cfg, resume=resume, force=force, progress=not quiet)
+    if result.reused:
+        typer.echo(f"{result.model_path} exists with this config; reused it (--force retrains)")
+        return
+    acc = "" if result.test_acc is None else f"; clean test accuracy {100 * result.test_acc:.2f}%"
+    last = result.history[-1] if result.history else {}
+    typer.echo(
+        f"trained {result.step} steps in {result.seconds:.1f}s (loss {last.get('loss', float('nan')):.4f}, "
+        f"acc {last.get('acc', float('nan')):.4f}){acc} -> {result.model_path}"
+    )
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="model.pt written by `attrobust train`.")],
+    n: Annotated[int | None, typer.Option(help="Number of test samples.")] = None,
+    attack: Annotated[str, typer.Option(help="Attacks to run: all, ifia, pgd or none.")] = "all",
+    attribution: Annotated[str | None, typer.Option(help="Attribution attacked by IFIA (ig, saliency).")] = None,
+    k: Annotated[int | None, typer.Option(help="IFIA top-k size.")] = None,
+    eps: Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")] = None,
+    step_size: Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")] = None,
+    steps: Annotated[int | None, typer.Option(help="IFIA iterations.")] = None,
+    pgd_steps: Annotated[int | None, typer.Option(help="PGD iterations.")] = None,
+    ig_steps: Annotated[int | None, typer.Option(help="Integrated-gradients path points.")] = None,
+    beta: Annotated[float | None, typer.Option(help="Softplus beta of the IFIA surrogate.")] = None,
+    restarts: Annotated[int | None, typer.Option(help="IFIA restarts (worst case kept).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per batch.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results JSON (default: results.json beside CHECKPOINT).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")] = None,
+    sets: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Evaluate a checkpoint: natural acc, PGD acc, IFIA top-k intersection and Kendall (the papers' columns).
+
+    Settings resolve in this order: the paper's defaults for the checkpoint's dataset, --config, --set, flags.
+    """
+    from .. import models
+    from .evaluate import evaluate, format_table, table_row
+
+    if attack not in ATTACK_CHOICES:
+        raise ValueError(f"--attack: expected one of {', '.join(ATTACK_CHOICES)}, got {attack!r}")
+    _, info = models.load(checkpoint)
+    dataset = ((info.get("config") or {}).get("data") or {}).get("name")
+    cfg = eval_defaults(dataset)
+    if config is not None:
+        cfg = merge_yaml(cfg, config)
+    cfg = apply_overrides(cfg, sets or [])
+    flags: dict[str, Any] = {
+        "n": n,
+        "batch_size": batch_size,
+        "pgd": {"eps": eps, "step_size": step_size, "steps": pgd_steps},
+        "ifia": {
+            "attribution": attribution, "k": k, "eps": eps, "step_size": step_size, "steps": steps,
+            "ig_steps": ig_steps, "beta": beta, "restarts": restarts,
+        },
+    }  # fmt: skip
+    flags = _drop_none(flags)
+    if attack != "all":
+        flags.update(skip_pgd=attack != "pgd", skip_ifia=attack != "ifia")
+    cfg = merge(cfg, flags)
+    results = evaluate(checkpoint, cfg, progress=not quiet, out=out)
+    typer.echo(format_table([table_row(checkpoint.parent.name or str(checkpoint), results)]))
+    typer.echo(f"results: {results.get('path')}")
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _quickstart(out_dir: Path, budget: str, force: bool, quiet: bool) -> None:
+    from .bench import quickstart
+
+    quickstart(out_dir, budget, force=force, progress=not quiet, echo=typer.echo)
+
+
+QuickOut = Annotated[Path, typer.Option("--out-dir", help="Root directory of the runs.")]
+QuickBudget = Annotated[str, typer.Option(help="cpu (minutes on 2 cores) or full (longer training, paper eval).")]
+QuickForce = Annotated[bool, typer.Option("--force", help="Retrain and re-evaluate.")]
+QuickQuiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@bench_app.command("quickstart")
+@friendly
+def quickstart_command(
+    out_dir: QuickOut = Path("runs"), budget: QuickBudget = "cpu", force: QuickForce = False, quiet: QuickQuiet = False
+) -> None:
+    """small_cnn on MNIST, natural vs. PGD-AT: train, attack with PGD and IFIA, print the table."""
+    _quickstart(out_dir, budget, force, quiet)
+
+
+@app.command("demo")
+@friendly
+def demo_command(
+    out_dir: QuickOut = Path("runs"), budget: QuickBudget = "cpu", force: QuickForce = False, quiet: QuickQuiet = False
+) -> None:
+    """Same as `attrobust bench quickstart`."""
+    _quickstart(out_dir, budget, force, quiet)
+
+
+def main() -> None:
+    """Console entry point (``attrobust``)."""
+    app()

@@ -1,0 +1,433 @@
+"""Typed experiment configuration: dataclasses with strict YAML in/out and dotted overrides.
+
+A training run is described by :class:`TrainConfig` (data, model, objective, optimiser, length), an evaluation
+by :class:`EvalConfig` (which test samples, the PGD attack on the prediction and the IFIA attack on the
+attribution). Both are plain dataclasses:
+
+- ``from_dict(cls, d)`` builds one from nested dicts and rejects unknown keys with a ``ValueError`` naming the
+  key and the valid ones; values are checked against the annotations (``"1e-4"``, which YAML reads as a
+  string, is accepted for a float field);
+- ``to_dict(cfg)`` gives plain Python types, ``save_yaml``/``load_yaml`` write and read them
+  (``yaml.safe_load`` only);
+- ``apply_overrides(cfg, ["optim.lr=1e-3", "model.kwargs={width: 8}"])`` sets dotted paths, each value parsed by
+  ``yaml.safe_load``.
+
+:data:`EVAL_PRESETS` holds the evaluation hyper-parameters of the RAR paper (Chen et al., NeurIPS 2019,
+appendix C.1) per dataset; :func:`eval_defaults` resolves them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+C = TypeVar("C")
+
+
+def _nested(obj: Any, name: str, cls: type) -> None:
+    """Allow a nested section to be given as a mapping (``EvalConfig(pgd={"eps": 0.1})``)."""
+    value = getattr(obj, name)
+    if isinstance(value, dict):
+        setattr(obj, name, _from_dict(cls, value, name + "."))
+    elif not isinstance(value, cls):
+        raise ValueError(f"{name}: expected a {cls.__name__} or a mapping, got {type(value).__name__}")
+
+
+def _check_min(value: int | float | None, name: str, minimum: float) -> None:
+    if value is not None and value < minimum:
+        raise ValueError(f"{name}: expected a value >= {minimum}, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Dataset of a run: ``attrobust.data.load(name, split, data_dir, **kwargs)``.
+
+    ``train_subset``/``test_subset`` keep the first n examples of the split (``None``: all). ``test_subset``
+    sizes the clean test accuracy reported after training (0 skips it).
+    """
+
+    name: str = "mnist"
+    data_dir: str | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_min(self.train_subset, "data.train_subset", 1)
+        _check_min(self.test_subset, "data.test_subset", 0)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture: ``attrobust.models.create(name, num_classes, in_channels=..., input_size=..., **kwargs)``;
+    classes, channels and size come from the dataset."""
+
+    name: str = "small_cnn"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveConfig:
+    """Training objective: ``attrobust.objectives.create(name, **params)``."""
+
+    name: str = "natural"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    ``schedule`` multiplies ``lr`` by a factor that depends on the training progress measured in epochs
+    (``step / steps_per_epoch``; the trainer applies it before every optimiser step):
+
+    - ``constant``: 1;
+    - ``step``: ``gamma ** (epoch // milestones[0])`` (decay every ``milestones[0]`` whole epochs);
+    - ``multistep``: ``gamma ** (number of milestones <= epoch)``, milestones in whole epochs;
+    - ``cosine``: ``0.5 * (1 + cos(pi * step / total_steps))``, updated every step.
+    """
+
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    schedule: Literal["constant", "step", "multistep", "cosine"] = "constant"
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"optim.lr: expected a value > 0, got {self.lr!r}")
+        _check_min(self.momentum, "optim.momentum", 0)
+        _check_min(self.weight_decay, "optim.weight_decay", 0)
+        _check_min(self.gamma, "optim.gamma", 0)
+        if self.schedule == "step" and (len(self.milestones) != 1 or self.milestones[0] <= 0):
+            raise ValueError(
+                f"optim.milestones: schedule 'step' expects one positive period in epochs, got {self.milestones!r}"
+            )
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("optim.milestones: schedule 'multistep' expects at least one epoch, got []")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Exactly one of ``epochs`` and ``steps`` sets its length (one step = one batch of
+    ``batch_size``; an epoch has ``len(train set) // batch_size`` steps). Results go to ``<out_dir>/<name>/``:
+    ``state.pt`` (resumable state every ``checkpoint_every`` steps), ``model.pt`` (final model),
+    ``config.yaml``, ``log.jsonl`` (mean loss/acc every ``log_every`` steps)."""
+
+    name: str
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 50
+    checkpoint_every: int = 500
+    log_every: int = 50
+    out_dir: str = "runs"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name, cls in (("data", DataConfig), ("model", ModelConfig), ("objective", ObjectiveConfig),
+                          ("optim", OptimConfig)):  # fmt: skip
+            _nested(self, name, cls)
+        if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
+            raise ValueError(f"name: expected a non-empty run name without path separators, got {self.name!r}")
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError(
+                f"epochs/steps: expected exactly one of them to be set, got epochs={self.epochs!r}, "
+                f"steps={self.steps!r}"
+            )
+        _check_min(self.epochs, "epochs", 1)
+        _check_min(self.steps, "steps", 1)
+        _check_min(self.batch_size, "batch_size", 1)
+        _check_min(self.checkpoint_every, "checkpoint_every", 1)
+        _check_min(self.log_every, "log_every", 1)
+
+
+@dataclass
+class PGDEvalConfig:
+    """PGD l_inf attack on the prediction (random start, CE loss); budgets in pixel units."""
+
+    eps: float = 0.3
+    step_size: float = 0.01
+    steps: int = 100
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        _check_min(self.eps, "pgd.eps", 0)
+        _check_min(self.step_size, "pgd.step_size", 0)
+        _check_min(self.steps, "pgd.steps", 0)
+
+
+@dataclass
+class IFIAEvalConfig:
+    """IFIA attack on the attribution (Ghorbani et al. 2019) as evaluated in the RAR paper: top-k
+    dissimilarity, best of ``restarts`` runs by ``select_by``; ``beta`` is the softplus surrogate's sharpness
+    (the RAR code used ``tf.nn.softplus``, beta 1); ``ig_steps`` the IG path points."""
+
+    attribution: str = "ig"
+    dissimilarity: str = "topk"
+    k: int = 200
+    eps: float = 0.3
+    step_size: float = 0.01
+    steps: int = 100
+    beta: float | None = 1.0
+    ig_steps: int = 100
+    restarts: int = 3
+    select_by: Literal["kendall", "topk"] = "kendall"
+
+    def __post_init__(self) -> None:
+        _check_min(self.k, "ifia.k", 1)
+        _check_min(self.eps, "ifia.eps", 0)
+        _check_min(self.step_size, "ifia.step_size", 0)
+        _check_min(self.steps, "ifia.steps", 1)
+        _check_min(self.ig_steps, "ifia.ig_steps", 1)
+        _check_min(self.restarts, "ifia.restarts", 1)
+        if self.beta is not None and not self.beta > 0:
+            raise ValueError(f"ifia.beta: expected a value > 0 or null, got {self.beta!r}")
+
+
+@dataclass
+class EvalConfig:
+    """An evaluation: ``n`` test samples (``sample="first"``: the first n, as the papers' code; ``"seeded"``: a
+    random n drawn with ``seed``; ``n=None``: the whole split), natural accuracy, PGD accuracy and IFIA
+    top-k/Kendall on the correctly classified ones. ``dataset=None`` uses the checkpoint's training dataset.
+    The defaults are the RAR paper's MNIST setting (see :data:`EVAL_PRESETS`)."""
+
+    n: int | None = 100
+    sample: Literal["first", "seeded"] = "first"
+    seed: int = 0
+    batch_size: int = 100
+    dataset: str | None = None
+    data_dir: str | None = None
+    split: str = "test"
+    device: str = "cpu"
+    pgd: PGDEvalConfig = field(default_factory=PGDEvalConfig)
+    ifia: IFIAEvalConfig = field(default_factory=IFIAEvalConfig)
+    skip_pgd: bool = False
+    skip_ifia: bool = False
+
+    def __post_init__(self) -> None:
+        _nested(self, "pgd", PGDEvalConfig)
+        _nested(self, "ifia", IFIAEvalConfig)
+        _check_min(self.n, "n", 1)
+        _check_min(self.batch_size, "batch_size", 1)
+
+
+# Evaluation hyper-parameters of the RAR paper (appendix C.1.1 MNIST, C.1.2 Fashion-MNIST): PGD with random
+# start, 100 steps of 0.01; IFIA top-k with IG (100 path points), 100 iterations of 0.01, best of 3 runs by
+# Kendall's tau; the first test examples (correctly classified ones only for IFIA).
+EVAL_PRESETS: dict[str, dict[str, Any]] = {
+    "mnist": {
+        "pgd": {"eps": 0.3, "step_size": 0.01, "steps": 100, "random_start": True},
+        "ifia": {"k": 200, "eps": 0.3, "step_size": 0.01, "steps": 100, "restarts": 3, "ig_steps": 100},
+    },
+    "fashion_mnist": {
+        "pgd": {"eps": 0.1, "step_size": 0.01, "steps": 100, "random_start": True},
+        "ifia": {"k": 100, "eps": 0.1, "step_size": 0.01, "steps": 100, "restarts": 3, "ig_steps": 100},
+    },
+}
+
+
+def eval_defaults(dataset: str | None) -> EvalConfig:
+    """The paper's evaluation setting for ``dataset`` (:data:`EVAL_PRESETS`), else the MNIST-like defaults."""
+    return from_dict(EvalConfig, copy.deepcopy(EVAL_PRESETS.get(dataset or "", {})))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting where lossless) or raise ``ValueError``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        messages = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, path)
+            except ValueError as err:
+                messages.append(str(err))
+        raise ValueError(messages[0] if len(messages) == 1 else f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _from_dict(tp, value, path + ".")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: expected a string, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): copy.deepcopy(v) for k, v in value.items()}
+    raise ValueError(f"{path}: unsupported annotation {tp!r}")
+
+
+def _from_dict(cls: type[C], data: dict[str, Any], prefix: str) -> C:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ValueError(
+            f"unknown config key {prefix}{unknown[0]!s}; expected one of: "
+            + ", ".join(prefix + name for name in fields)
+        )
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"missing config key {prefix}{missing[0]}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Build the config dataclass ``cls`` from nested dicts; unknown keys and ill-typed values raise
+    ``ValueError`` naming the dotted key."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    return _from_dict(cls, data, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (only str, int, float, bool, None, list, dict) of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def merge(cfg: C, data: dict[str, Any]) -> C:
+    """A copy of ``cfg`` with the (possibly partial, nested) mapping ``data`` applied on top."""
+
+    def deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+        # nested config sections merge key by key; free-form ``kwargs``/``params`` mappings are replaced whole
+        for key, value in upd.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("kwargs", "params"):
+                deep_update(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+        return base
+
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a mapping of config keys, got {type(data).__name__}")
+    return from_dict(type(cfg), deep_update(to_dict(cfg), data))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into ``(["a", "b"], yaml.safe_load("value"))``."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override: expected KEY=VALUE with a dotted KEY (e.g. optim.lr=1e-3), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"override {text!r}: value is not valid YAML ({err})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: C, overrides: list[str] | tuple[str, ...]) -> C:
+    """A copy of ``cfg`` with each ``"dotted.key=value"`` applied in order (values parsed by YAML)."""
+    data = to_dict(cfg)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if not isinstance(child, dict):
+                if key in node:
+                    raise ValueError(f"override {text!r}: {'.'.join(keys[: depth + 1])} is not a mapping")
+                child = node[key] = {}
+            node = child
+        node[keys[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (``yaml.safe_load``; an empty file is ``{}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_yaml(cls: type[C], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> C:
+    """Read a YAML config file into ``cls`` and apply ``overrides`` (dotted ``key=value`` strings)."""
+    data = read_yaml(path)
+    try:
+        return apply_overrides(from_dict(cls, data), overrides)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def merge_yaml(cfg: C, path: str | Path) -> C:
+    """A copy of ``cfg`` with the (partial) YAML file at ``path`` applied on top (see :func:`merge`)."""
+    data = read_yaml(path)
+    try:
+        return merge(cfg, data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def save_yaml(cfg: Any, path: str | Path) -> Path:
+    """Write ``to_dict(cfg)`` as YAML (keys in field order) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path

@@ -1,0 +1,303 @@
+"""Evaluation as in the papers' tables: natural accuracy, PGD accuracy, and IFIA top-k intersection / Kendall.
+
+Protocol (DESIGN.md, RAR paper appendix C.1): take ``n`` test samples (the first n, or a seeded sample);
+natural accuracy and PGD accuracy (l_inf, random start, CE) are measured on all of them; the attribution attack
+(IFIA, top-k dissimilarity) runs on the correctly classified ones only. A sample for which no attack step keeps
+the label has "no valid perturbation": it counts as similarity 1 in the table figure (what the papers' code did)
+and is also reported separately, with the mean over the valid samples only.
+
+Tensor contract: images float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, the model returns logits
+``(N, K)``; every budget is in pixel units.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import attacks
+from .. import data as data_lib
+from .. import models as models_lib
+from ..data import ImageDataset
+from .config import EvalConfig, to_dict
+from .train import derive_seed
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file (identifies the checkpoint a result belongs to)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def select_indices(n_total: int, config: EvalConfig) -> torch.Tensor:
+    """Indices ``(n,)`` int64 of the evaluated samples: the first ``n`` or ``n`` drawn with ``config.seed``."""
+    n = n_total if config.n is None else config.n
+    if n > n_total:
+        raise ValueError(f"n: expected at most the {n_total} samples of the split, got {n}")
+    if config.sample == "first":
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(derive_seed(config.seed, "sample"))
+    return torch.randperm(n_total, generator=gen)[:n]
+
+
+def summarize(values: torch.Tensor, valid: torch.Tensor) -> dict[str, float | None]:
+    """Statistics of per-example similarities ``values (M,)`` with validity ``valid (M,)`` bool.
+
+    ``mean``/``std``/``median``/``q25``/``q75`` are over the table figures (invalid samples counted as 1.0);
+    ``valid_mean``/``valid_std`` over the valid samples only (None when there are none).
+    """
+    table = torch.where(valid, values.double(), torch.ones_like(values, dtype=torch.float64))
+    out: dict[str, float | None] = {"mean": None, "std": None, "median": None, "q25": None, "q75": None}
+    if table.numel():
+        q = torch.quantile(table, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+        out.update(
+            mean=float(table.mean()),
+            std=float(table.std(unbiased=False)),
+            median=float(q[1]),
+            q25=float(q[0]),
+            q75=float(q[2]),
+        )
+    chosen = values.double()[valid]
+    out["valid_mean"] = float(chosen.mean()) if chosen.numel() else None
+    out["valid_std"] = float(chosen.std(unbiased=False)) if chosen.numel() else None
+    return out
+
+
+def _resolve_dataset(config: EvalConfig, train_config: dict[str, Any] | None) -> ImageDataset:
+    train_data = (train_config or {}).get("data") or {}
+    name = config.dataset or train_data.get("name")
+    if not name:
+        raise ValueError(
+            "dataset: expected EvalConfig.dataset (or a checkpoint carrying its training config), got none"
+        )
+    same = name == train_data.get("name")
+    data_dir = config.data_dir or (train_data.get("data_dir") if same else None)
+    kwargs = dict(train_data.get("kwargs") or {}) if same else {}
+    return data_lib.load(name, config.split, data_dir, **kwargs)
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf floats become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def evaluate(
+    model_or_checkpoint: nn.Module | str | Path,
+    config: EvalConfig | None = None,
+    *,
+    dataset: ImageDataset | None = None,
+    progress: bool = True,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model: natural accuracy, PGD accuracy and IFIA top-k intersection / Kendall.
+
+    Args:
+        model_or_checkpoint: a classifier (float ``(N, C, H, W)`` in [0, 1] -> logits ``(N, K)``) or the path of
+            a checkpoint written by ``attrobust.models.save`` (its training config picks the dataset).
+        config: the evaluation (default ``EvalConfig()``: the RAR paper's MNIST setting).
+        dataset: evaluate on this dataset instead of loading ``config.dataset`` / the checkpoint's dataset.
+        progress: tqdm bars per phase.
+        out: where to write the JSON results; default ``results.json`` beside a checkpoint (nothing is written
+            for an in-memory model without ``out``).
+
+    Returns a dict with ``summary`` (``n``, ``natural_acc``, ``pgd_acc``, ``topk``, ``kendall``, ``no_valid``,
+    ``ifia`` statistics), ``per_example`` columns, ``timings`` (seconds), the resolved ``eval_config``, the
+    checkpoint's ``train_config``, the torch version and, when written, ``path``. The model's train/eval mode is
+    restored afterwards (it is evaluated in eval mode).
+    """
+    config = config or EvalConfig()
+    t_start = time.perf_counter()
+    checkpoint, train_config, sha = None, None, None
+    if isinstance(model_or_checkpoint, str | Path):
+        checkpoint = Path(model_or_checkpoint)
+        model, info = models_lib.load(checkpoint, map_location=config.device)
+        train_config = info.get("config")
+        sha = file_sha256(checkpoint)
+        if out is None:
+            out = checkpoint.parent / "results.json"
+    elif isinstance(model_or_checkpoint, nn.Module):
+        model = model_or_checkpoint
+    else:
+        raise ValueError(
+            f"model_or_checkpoint: expected an nn.Module or a checkpoint path, got {type(model_or_checkpoint).__name__}"
+        )
+    ds = dataset if dataset is not None else _resolve_dataset(config, train_config)
+    idx = select_indices(len(ds), config)
+    x_all, y_all = ds.images[idx], ds.labels[idx]
+    n = len(idx)
+    slices = _batches(n, config.batch_size)
+    device = config.device
+    timings: dict[str, float] = {}
+
+    was_training = model.training
+    model.eval()
+    try:
+        t = time.perf_counter()
+        correct = torch.zeros(n, dtype=torch.bool)
+        with torch.no_grad():
+            for s in tqdm(slices, desc="natural", disable=not progress, leave=False):
+                correct[s] = model(x_all[s].to(device)).argmax(1).cpu() == y_all[s]
+        timings["natural"] = time.perf_counter() - t
+
+        pgd_correct = None
+        if not config.skip_pgd:
+            t = time.perf_counter()
+            pgd_correct = torch.zeros(n, dtype=torch.bool)
+            gen = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "pgd"))
+            for s in tqdm(slices, desc="PGD", disable=not progress, leave=False):
+                xb, yb = x_all[s].to(device), y_all[s].to(device)
+                x_adv = attacks.pgd(
+                    model, xb, yb, eps=config.pgd.eps, step_size=config.pgd.step_size, steps=config.pgd.steps,
+                    random_start=config.pgd.random_start, generator=gen,
+                )  # fmt: skip
+                with torch.no_grad():
+                    pgd_correct[s] = model(x_adv).argmax(1).cpu() == y_all[s]
+            timings["pgd"] = time.perf_counter() - t
+
+        ifia_cols = None
+        if not config.skip_ifia:
+            t = time.perf_counter()
+            ifia_cols = _run_ifia(model, x_all, y_all, idx, correct, config, progress)
+            timings["ifia"] = time.perf_counter() - t
+    finally:
+        model.train(was_training)
+    timings["total"] = time.perf_counter() - t_start
+
+    summary: dict[str, Any] = {
+        "n": n,
+        "natural_acc": float(correct.double().mean()) if n else None,
+        "pgd_acc": float(pgd_correct.double().mean()) if pgd_correct is not None and n else None,
+        "topk": None,
+        "kendall": None,
+        "no_valid": None,
+        "ifia": None,
+    }
+    if ifia_cols is not None:
+        valid = torch.tensor(ifia_cols["valid"], dtype=torch.bool)
+        stats = {
+            "attacked": len(ifia_cols["index"]),
+            "no_valid": int((~valid).sum()),
+            "topk": summarize(torch.tensor(ifia_cols["topk"], dtype=torch.float64), valid),
+            "kendall": summarize(torch.tensor(ifia_cols["kendall"], dtype=torch.float64), valid),
+        }
+        summary.update(
+            topk=stats["topk"]["mean"], kendall=stats["kendall"]["mean"], no_valid=stats["no_valid"], ifia=stats
+        )
+    results: dict[str, Any] = {
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "checkpoint_sha256": sha,
+        "dataset": {"name": ds.name, "split": config.split, "size": len(ds)},
+        "eval_config": to_dict(config),
+        "train_config": train_config,
+        "summary": summary,
+        "per_example": {
+            "index": idx.tolist(),
+            "label": y_all.tolist(),
+            "natural_correct": correct.tolist(),
+            "pgd_correct": pgd_correct.tolist() if pgd_correct is not None else None,
+            "ifia": ifia_cols,
+        },
+        "timings": timings,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    results = _clean(results)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=1, allow_nan=False))
+        tmp.replace(out)
+        results["path"] = str(out)
+    return results
+
+
+def _run_ifia(
+    model: nn.Module,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    idx: torch.Tensor,
+    correct: torch.Tensor,
+    config: EvalConfig,
+    progress: bool,
+) -> dict[str, list[Any]]:
+    """IFIA on the correctly classified samples; per-example columns (dataset index, topk, kendall, valid, step)."""
+    cfg = config.ifia
+    keep = correct.nonzero().flatten()
+    cols: dict[str, list[Any]] = {"index": idx[keep].tolist(), "topk": [], "kendall": [], "valid": [], "step": []}
+    gen = torch.Generator(device=config.device).manual_seed(derive_seed(config.seed, "ifia"))
+    slices = _batches(len(keep), config.batch_size)
+    bar = tqdm(total=len(keep), desc="IFIA", unit="img", disable=not progress, leave=False)
+    for s in slices:
+        sel = keep[s]
+        res = attacks.ifia(
+            model, x_all[sel].to(config.device), y_all[sel].to(config.device),
+            attribution=cfg.attribution, k=cfg.k, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
+            beta=cfg.beta, dissimilarity=cfg.dissimilarity, ig_steps=cfg.ig_steps, restarts=cfg.restarts,
+            select_by=cfg.select_by, generator=gen,
+        )  # fmt: skip
+        cols["topk"] += res.topk.double().cpu().tolist()
+        cols["kendall"] += res.kendall.double().cpu().tolist()
+        cols["valid"] += res.valid.cpu().tolist()
+        cols["step"] += res.step.cpu().tolist()
+        bar.update(len(sel))
+        if cols["topk"]:
+            bar.set_postfix(topk=f"{sum(cols['topk']) / len(cols['topk']):.3f}")
+    bar.close()
+    return cols
+
+
+TABLE_COLUMNS = ("model", "natural acc", "PGD acc", "top-k", "Kendall", "no-valid")
+
+
+def table_row(name: str, results: dict[str, Any]) -> dict[str, str]:
+    """The papers' table columns for one result dict of :func:`evaluate` (``-`` for what was not run)."""
+    s = results["summary"]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    ifia = s.get("ifia") or {}
+    no_valid = "-" if s.get("no_valid") is None else f"{s['no_valid']}/{ifia.get('attacked', 0)}"
+    return {
+        "model": name,
+        "natural acc": pct(s.get("natural_acc")),
+        "PGD acc": pct(s.get("pgd_acc")),
+        "top-k": num(s.get("topk")),
+        "Kendall": num(s.get("kendall")),
+        "no-valid": no_valid,
+    }
+
+
+def format_table(rows: list[dict[str, str]]) -> str:
+    """A plain-text table (header, rule, one line per row) of :func:`table_row` dicts."""
+    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in TABLE_COLUMNS}
+    lines = [" | ".join(c.ljust(widths[c]) for c in TABLE_COLUMNS)]
+    lines.append("-+-".join("-" * widths[c] for c in TABLE_COLUMNS))
+    lines += [" | ".join(r[c].ljust(widths[c]) for c in TABLE_COLUMNS) for r in rows]
+    return "\n".join(lines)
