@@ -1,0 +1,22 @@
+"""Run every benchmark and write their JSON into ``benchmarks/results/`` (``make bench``).
+
+Each benchmark measures its variants side by side in the same run; quote the ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import bench_ig, bench_kendall
+
+
+def main() -> int:
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    bench_ig.run(json_path=str(out / "ig.json"))
+    return bench_kendall.main(["--json", str(out / "kendall.json")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
