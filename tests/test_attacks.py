@@ -173,3 +173,40 @@ def test_attack_registry_lists_names():
     assert {"pgd", "fgsm", "ifia"} <= set(ATTACKS.names())
     with pytest.raises(ValueError, match="pgd"):
         ATTACKS.get("deepfool")
+
+
+def test_ifia_mass_center_moves_the_centre_of_mass(tiny_cnn):
+    from attrobust.attacks.attribution import _centre
+
+    x, y = _correct(tiny_cnn, torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(9)), None)
+    kw = {"k": 8, "eps": 0.2, "step_size": 0.05, "steps": 4, "beta": 10.0, "ig_steps": 4}
+    res = ifia(tiny_cnn, x, y, dissimilarity="mass_center", select_by="kendall", **kw)
+
+    def centre(z):
+        return _centre(saliency_map(integrated_gradients(tiny_cnn, z, y, steps=4)), 8)
+
+    shift = (centre(res.x_adv) - centre(x)).norm(dim=1)
+    assert (shift[res.valid] > 0).all() and res.valid.any()
+    assert ((res.x_adv - x).abs().amax((1, 2, 3)) <= 0.2 + 1e-6).all()
+
+
+def test_centre_of_mass_of_a_point_map():
+    from attrobust.attacks.attribution import _centre
+
+    m = torch.zeros(2, 12)
+    m[0, 7] = 3.0  # row 1, column 3 of a 4-wide map
+    m[1, [0, 11]] = 1.0  # corners (0, 0) and (2, 3): centre (1, 1.5)
+    torch.testing.assert_close(_centre(m, 4), torch.tensor([[1.0, 3.0], [1.0, 1.5]]))
+
+
+def test_ifia_random_needs_no_beta_and_is_seeded(tiny_cnn):
+    x, y = _correct(tiny_cnn, torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(10)), None)
+    kw = {"k": 8, "eps": 0.1, "step_size": 0.05, "steps": 3, "dissimilarity": "random"}
+    a = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(0), **kw)
+    b = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(0), **kw)
+    c = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(1), **kw)
+    torch.testing.assert_close(a.x_adv, b.x_adv, atol=0, rtol=0)
+    assert not torch.equal(a.x_adv[a.valid], c.x_adv[a.valid]) or not a.valid.any()
+    delta = (a.x_adv - x)[a.valid]
+    # Random sign steps of 0.05 (twice reaching the 0.1 bound) leave every pixel off the clean value.
+    assert (delta.abs() > 0).float().mean() > 0.5

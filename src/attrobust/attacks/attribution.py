@@ -20,7 +20,7 @@ from ..attributions import get_attribution, integrated_gradients
 from ..models import softplus
 from .pgd import model_mode, pgd_loop, random_point
 
-DISSIMILARITIES = ("topk",)
+DISSIMILARITIES = ("topk", "mass_center", "random")
 SELECT_BY = ("kendall", "topk")
 
 
@@ -54,6 +54,48 @@ def _attribution_fn(name: str, ig_steps: int, options: dict | None) -> Callable[
     return functools.partial(fn, **kwargs)
 
 
+def _centre(m: torch.Tensor, width: int) -> torch.Tensor:
+    """Centre of mass ``(N, 2)`` (row, column) of non-negative maps ``(N, H*W)`` of images ``width`` wide."""
+    idx = torch.arange(m.shape[1], device=m.device, dtype=m.dtype)
+    coords = torch.stack([torch.div(idx, width, rounding_mode="floor"), idx % width], dim=1)
+    return (m / (m.sum(1, keepdim=True) + 1e-12)) @ coords
+
+
+def _dissimilarity(
+    kind: str,
+    attr: Callable[..., torch.Tensor],
+    surrogate: nn.Module,
+    y: torch.Tensor,
+    clean_map: torch.Tensor,
+    top_idx: torch.Tensor,
+    width: int,
+    generator: torch.Generator | None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-example quantity ``(N,)`` that each IFIA step ascends (Ghorbani et al. 2019, section 3).
+
+    ``topk``: minus the mass of the normalised surrogate map on the clean top-k pixels; ``mass_center``: the l2
+    distance between the surrogate map's centre of mass and the clean one; ``random``: a fresh random linear
+    function per step, so the signed step is a random sign perturbation (the paper's baseline).
+    """
+    if kind == "random":
+        return lambda x_adv: (
+            (x_adv * torch.randn(x_adv.shape, generator=generator, device=x_adv.device)).flatten(1).sum(1)
+        )
+
+    def surrogate_map(x_adv: torch.Tensor) -> torch.Tensor:
+        return saliency_map(attr(surrogate, x_adv, y, create_graph=True))
+
+    if kind == "mass_center":
+        clean_centre = _centre(clean_map, width)
+        return lambda x_adv: (_centre(surrogate_map(x_adv), width) - clean_centre).norm(dim=1)
+
+    def topk_mass(x_adv: torch.Tensor) -> torch.Tensor:
+        m = surrogate_map(x_adv)
+        return -(m / (m.sum(1, keepdim=True) + 1e-12)).gather(1, top_idx).sum(1)
+
+    return topk_mass
+
+
 def ifia(
     model: nn.Module,
     x: torch.Tensor,
@@ -75,16 +117,21 @@ def ifia(
     mode: str = "eval",
     progress: bool = False,
 ) -> IFIAResult:
-    """Iterative feature-importance attack (Ghorbani et al. 2019), top-k variant, batched over examples.
+    """Iterative feature-importance attack (Ghorbani et al. 2019), batched over examples.
 
-    Each step moves ``x`` by ``-step_size * sign(grad)`` of the mass that the (softplus(``beta``) surrogate's)
-    normalised saliency map puts on the ORIGINAL top-``k`` pixels, projects onto the l_inf ``eps`` ball and clamps
-    to [0, 1]. After every step the ORIGINAL model judges the iterate: a step whose prediction differs from ``y``
-    can never be selected; among label-preserving steps the one with the lowest ``select_by`` score (Kendall
-    tau-b or top-k intersection with the clean map) is kept. ``restarts`` runs the attack again (restart 0 from
-    ``x`` unless ``random_start``; later ones from a uniform point of the ball drawn from ``generator``) and keeps
-    the worst case. ``attribution`` names a registered method (``"ig"`` with ``ig_steps`` path points by default).
-    A ReLU model needs ``beta`` (its second derivatives vanish). Returns an :class:`IFIAResult`.
+    Each step moves ``x`` by ``step_size * sign(grad)`` of a dissimilarity computed on the (softplus(``beta``)
+    surrogate's) saliency map, projects onto the l_inf ``eps`` ball and clamps to [0, 1]. ``dissimilarity``:
+    ``"topk"`` lowers the mass of the normalised map on the ORIGINAL top-``k`` pixels; ``"mass_center"`` moves the
+    map's centre of mass away from the clean one; ``"random"`` takes random sign steps (the paper's baseline; no
+    second derivatives, so no ``beta`` needed). After every step the ORIGINAL model judges the iterate: a step
+    whose prediction differs from ``y`` can never be selected; among label-preserving steps the one with the
+    lowest ``select_by`` score (Kendall tau-b or top-k intersection with the clean map) is kept. ``restarts`` runs
+    the attack again (restart 0 from ``x`` unless ``random_start``; later ones from a uniform point of the ball
+    drawn from ``generator``) and keeps the worst case. ``attribution`` names a registered method (``"ig"`` with
+    ``ig_steps`` path points by default). A ReLU model needs ``beta`` (its second derivatives vanish).
+
+    Shapes: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; returns an :class:`IFIAResult` of
+    per-example tensors.
     """
     check_images(x)
     n = x.shape[0]
@@ -92,7 +139,8 @@ def ifia(
     check_choice(dissimilarity, "dissimilarity", DISSIMILARITIES)
     check_choice(select_by, "select_by", SELECT_BY)
     check_k(k, x.shape[2] * x.shape[3])
-    check_second_order(model, beta, "ifia")
+    if dissimilarity != "random":
+        check_second_order(model, beta, "ifia")
     if not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"restarts: expected an integer >= 1, got {restarts!r}")
     warn_if_training(model)
@@ -111,10 +159,7 @@ def ifia(
             "restart": torch.full((n,), -1, dtype=torch.int64, device=x.device),
         }
 
-        def topk_mass(x_adv: torch.Tensor) -> torch.Tensor:
-            m = saliency_map(attr(surrogate, x_adv, y, create_graph=True))
-            m = m / (m.sum(1, keepdim=True) + 1e-12)
-            return -m.gather(1, top_idx).sum(1)  # ascending this lowers the mass on the clean top-k
+        objective = _dissimilarity(dissimilarity, attr, surrogate, y, clean_map, top_idx, x.shape[-1], generator)
 
         bar = tqdm(total=restarts * steps, desc="IFIA", disable=not progress, leave=False)
         for r in range(restarts):
@@ -134,7 +179,7 @@ def ifia(
                 bar.update(1)
 
             start = random_point(x, eps, "linf", generator) if (random_start or r > 0) else None
-            pgd_loop(topk_mass, x, eps=eps, step_size=step_size, steps=steps, x_init=start, callback=judge)
+            pgd_loop(objective, x, eps=eps, step_size=step_size, steps=steps, x_init=start, callback=judge)
         bar.close()
 
     return IFIAResult(
