@@ -8,13 +8,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import bench_ig, bench_kendall
+from . import bench_ifia, bench_ig, bench_kendall
 
 
 def main() -> int:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     bench_ig.run(json_path=str(out / "ig.json"))
+    bench_ifia.run(json_path=str(out / "ifia.json"))
     return bench_kendall.main(["--json", str(out / "kendall.json")])
 
 
