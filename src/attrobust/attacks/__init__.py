@@ -1,4 +1,4 @@
-"""Attacks on predictions (PGD, FGSM) and on attributions (IFIA), all sharing one projected-gradient loop.
+"""Attacks on predictions (PGD, FGSM) and on attributions (IFIA, targeted manipulation).
 
 Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, budgets in pixel units.
 """
@@ -12,10 +12,25 @@ from .._registry import Registry
 from .adversarial import fgsm, pgd
 from .attribution import IFIAResult, ifia
 from .pgd import model_mode, pgd_loop, project, random_point
+from .targeted import ManipulationResult, shuffled_targets, targeted_manipulation
 
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack")
 ATTACKS.register("pgd")(pgd)
 ATTACKS.register("fgsm")(fgsm)
 ATTACKS.register("ifia")(ifia)
+ATTACKS.register("targeted_manipulation")(targeted_manipulation)
 
-__all__ = ["ATTACKS", "IFIAResult", "fgsm", "ifia", "model_mode", "pgd", "pgd_loop", "project", "random_point"]
+__all__ = [
+    "ATTACKS",
+    "IFIAResult",
+    "ManipulationResult",
+    "fgsm",
+    "ifia",
+    "model_mode",
+    "pgd",
+    "pgd_loop",
+    "project",
+    "random_point",
+    "shuffled_targets",
+    "targeted_manipulation",
+]
