@@ -1,6 +1,7 @@
 """Differentiable attribution methods, registered by name.
 
-Every method has the signature ``fn(model, x, target, *, create_graph=False, **options) -> Tensor`` with ``x``
+Every method (saliency, input x gradient, IG, SmoothGrad, GradientSHAP, CAM, Grad-CAM, Grad-CAM++, layer IG) has
+the signature ``fn(model, x, target, *, create_graph=False, **options) -> Tensor`` with ``x``
 float ``(N, C, H, W)`` in [0, 1], ``target`` int64 ``(N,)`` and a result of ``x``'s shape.
 """
 
@@ -12,7 +13,10 @@ import torch
 
 from .._registry import Registry
 from ._grad import gradient, target_output
+from .cam import cam, grad_cam, grad_cam_pp
 from .gradients import IG_RULES, as_target, ig_alphas, input_x_gradient, integrated_gradients, saliency
+from .layer import layer_integrated_gradients
+from .noise import gradient_shap, smoothgrad
 
 Attribution = Callable[..., torch.Tensor]
 
@@ -21,6 +25,12 @@ ATTRIBUTIONS.register("saliency")(saliency)
 ATTRIBUTIONS.register("input_x_gradient")(input_x_gradient)
 ATTRIBUTIONS.register("integrated_gradients")(integrated_gradients)
 ATTRIBUTIONS.register("ig")(integrated_gradients)
+ATTRIBUTIONS.register("smoothgrad")(smoothgrad)
+ATTRIBUTIONS.register("gradient_shap")(gradient_shap)
+ATTRIBUTIONS.register("cam")(cam)
+ATTRIBUTIONS.register("grad_cam")(grad_cam)
+ATTRIBUTIONS.register("grad_cam_pp")(grad_cam_pp)
+ATTRIBUTIONS.register("layer_integrated_gradients")(layer_integrated_gradients)
 
 
 def get_attribution(name: str) -> Attribution:
@@ -32,11 +42,17 @@ __all__ = [
     "ATTRIBUTIONS",
     "IG_RULES",
     "as_target",
+    "cam",
     "get_attribution",
+    "grad_cam",
+    "grad_cam_pp",
     "gradient",
+    "gradient_shap",
     "ig_alphas",
     "input_x_gradient",
     "integrated_gradients",
+    "layer_integrated_gradients",
     "saliency",
+    "smoothgrad",
     "target_output",
 ]
