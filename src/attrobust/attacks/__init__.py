@@ -1,4 +1,5 @@
-"""Attacks on predictions (PGD, FGSM) and on attributions (IFIA, targeted manipulation).
+"""Attacks on predictions (PGD, FGSM, CW-l_inf, SPSA, transfer) and on attributions (IFIA, targeted manipulation),
+plus the common corruptions.
 
 Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, budgets in pixel units.
 """
@@ -9,28 +10,39 @@ from collections.abc import Callable
 from typing import Any
 
 from .._registry import Registry
-from .adversarial import fgsm, pgd
+from .adversarial import TransferResult, cw_linf, fgsm, margin_loss, pgd, spsa, transfer
 from .attribution import IFIAResult, ifia
+from .corruptions import CORRUPTIONS, corrupt
 from .pgd import model_mode, pgd_loop, project, random_point
 from .targeted import ManipulationResult, shuffled_targets, targeted_manipulation
 
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack")
 ATTACKS.register("pgd")(pgd)
 ATTACKS.register("fgsm")(fgsm)
+ATTACKS.register("cw_linf")(cw_linf)
+ATTACKS.register("spsa")(spsa)
+ATTACKS.register("transfer")(transfer)
 ATTACKS.register("ifia")(ifia)
 ATTACKS.register("targeted_manipulation")(targeted_manipulation)
 
 __all__ = [
     "ATTACKS",
+    "CORRUPTIONS",
     "IFIAResult",
     "ManipulationResult",
+    "TransferResult",
+    "corrupt",
+    "cw_linf",
     "fgsm",
     "ifia",
+    "margin_loss",
     "model_mode",
     "pgd",
     "pgd_loop",
     "project",
     "random_point",
     "shuffled_targets",
+    "spsa",
     "targeted_manipulation",
+    "transfer",
 ]

@@ -58,6 +58,7 @@ def registries() -> dict[str, list[str]]:
         "models": models.MODELS.names(),
         "attributions": attributions.ATTRIBUTIONS.names(),
         "attacks": attacks.ATTACKS.names(),
+        "corruptions": attacks.CORRUPTIONS.names(),
         "objectives": objectives.OBJECTIVES.names(),
         "metrics": metrics.METRICS.names(),
     }
