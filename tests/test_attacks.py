@@ -210,3 +210,15 @@ def test_ifia_random_needs_no_beta_and_is_seeded(tiny_cnn):
     delta = (a.x_adv - x)[a.valid]
     # Random sign steps of 0.05 (twice reaching the 0.1 bound) leave every pixel off the clean value.
     assert (delta.abs() > 0).float().mean() > 0.5
+
+
+def test_ifia_with_smoothgrad_attribution(tiny_cnn):
+    x, y = _correct(tiny_cnn, torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(13)), None)
+    opts = {"n": 4, "generator": torch.Generator().manual_seed(0)}
+    res = ifia(
+        tiny_cnn, x, y, attribution="smoothgrad", attribution_options=opts, k=8, eps=0.1, step_size=0.05, steps=2,
+        beta=10.0,
+    )  # fmt: skip
+    assert res.topk.shape == (3,) and ((res.x_adv - x).abs().amax((1, 2, 3)) <= 0.1 + 1e-6).all()
+    with torch.no_grad():
+        assert (tiny_cnn(res.x_adv).argmax(1) == y).all()
