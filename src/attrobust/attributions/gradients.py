@@ -25,6 +25,16 @@ def as_target(target: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
     return check_labels(target, x.shape[0], name="target")
 
 
+def as_baseline(baseline: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """Validate an IG baseline for ``x`` ``(N, C, H, W)``: ``None`` -> zeros; else a tensor broadcastable to ``x``."""
+    if baseline is None:
+        return torch.zeros_like(x)
+    if not isinstance(baseline, torch.Tensor) or torch.broadcast_shapes(baseline.shape, x.shape) != x.shape:
+        got = tuple(baseline.shape) if isinstance(baseline, torch.Tensor) else type(baseline).__name__
+        raise ValueError(f"baseline: expected a tensor broadcastable to {tuple(x.shape)}, got {got}")
+    return baseline
+
+
 def saliency(
     model: nn.Module,
     x: torch.Tensor,
@@ -100,11 +110,7 @@ def integrated_gradients(
     """
     check_images(x)
     target = as_target(target, x)
-    if baseline is None:
-        baseline = torch.zeros_like(x)
-    elif not isinstance(baseline, torch.Tensor) or torch.broadcast_shapes(baseline.shape, x.shape) != x.shape:
-        got = tuple(baseline.shape) if isinstance(baseline, torch.Tensor) else type(baseline).__name__
-        raise ValueError(f"baseline: expected a tensor broadcastable to {tuple(x.shape)}, got {got}")
+    baseline = as_baseline(baseline, x)
     alphas, weights = ig_alphas(steps, rule)
     chunk = 1 if batch_steps is None else int(batch_steps)
     if chunk < 1:

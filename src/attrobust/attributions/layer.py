@@ -16,7 +16,7 @@ from torch import nn
 
 from .._checks import check_choice, check_images
 from ._grad import grad_of, target_output
-from .gradients import as_target, ig_alphas
+from .gradients import as_baseline, as_target, ig_alphas
 
 
 def last_feature_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
@@ -124,11 +124,7 @@ def layer_integrated_gradients(
     """
     check_images(x)
     target = as_target(target, x)
-    if baseline is None:
-        baseline = torch.zeros_like(x)
-    elif not isinstance(baseline, torch.Tensor) or torch.broadcast_shapes(baseline.shape, x.shape) != x.shape:
-        got = tuple(baseline.shape) if isinstance(baseline, torch.Tensor) else type(baseline).__name__
-        raise ValueError(f"baseline: expected a tensor broadcastable to {tuple(x.shape)}, got {got}")
+    baseline = as_baseline(baseline, x)
     check_choice(path, "path", ("layer", "input"))
     alphas, weights = ig_alphas(steps, rule)
     module = resolve_layer(model, layer)
