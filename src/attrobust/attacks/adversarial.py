@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, check_labels, check_positive
+from .._checks import check_choice, check_images, check_labels, check_positive
 from .pgd import model_mode, pgd_loop, project, random_point
 
 
@@ -30,23 +30,33 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
     mode: str = "eval",
+    loss: str = "ce",
+    kappa: float = 0.0,
 ) -> torch.Tensor:
-    """Projected gradient descent on the cross-entropy loss (Madry et al. 2018), ``(N, C, H, W)``.
+    """Projected gradient descent (Madry et al. 2018), ``(N, C, H, W)``.
 
-    ``norm`` is ``"linf"`` (signed steps) or ``"l2"`` (normalised steps); ``random_start`` begins at a uniform
-    point of the eps ball drawn from ``generator``. The model runs in ``mode`` (``"eval"`` by default, as
-    standard PGD evaluations do; ``"train"`` or ``"keep"``) and its previous mode is restored.
+    ``loss`` is ``"ce"`` (cross-entropy, the default) or ``"margin"`` (the Carlini-Wagner margin of
+    :func:`margin_loss`, capped at ``kappa``). ``norm`` is ``"linf"`` (signed steps) or ``"l2"`` (normalised
+    steps); ``random_start`` begins at a uniform point of the eps ball drawn from ``generator``. The model runs in
+    ``mode`` (``"eval"`` by default, as standard PGD evaluations do; ``"train"`` or ``"keep"``) and its previous
+    mode is restored.
     """
     check_images(x)
     check_labels(y, x.shape[0])
+    check_choice(loss, "loss", ("ce", "margin"))
+    if not kappa >= 0:
+        raise ValueError(f"kappa: expected a value >= 0, got {kappa!r}")
     start = random_point(x, eps, norm, generator) if random_start else None
 
-    def loss(x_adv: torch.Tensor) -> torch.Tensor:
+    def objective(x_adv: torch.Tensor) -> torch.Tensor:
         logits = model(x_adv)
-        return F.cross_entropy(logits, check_labels(y, x.shape[0], logits.shape[1]), reduction="none")
+        target = check_labels(y, x.shape[0], logits.shape[1])
+        if loss == "margin":
+            return margin_loss(logits, target, kappa)
+        return F.cross_entropy(logits, target, reduction="none")
 
     with model_mode(model, mode):
-        return pgd_loop(loss, x, eps=eps, step_size=step_size, steps=steps, norm=norm, x_init=start)
+        return pgd_loop(objective, x, eps=eps, step_size=step_size, steps=steps, norm=norm, x_init=start)
 
 
 def fgsm(
@@ -94,22 +104,14 @@ def cw_linf(
     """PGD l_inf on the Carlini-Wagner margin loss (Carlini & Wagner 2017), ``(N, C, H, W)`` in [0, 1].
 
     Maximises :func:`margin_loss` ``min(max_{j != y} z_j - z_y, kappa)`` with signed steps of ``step_size``,
-    projected onto the l_inf ``eps`` ball around ``x`` and clamped to [0, 1] (the shared :func:`pgd_loop`).
+    projected onto the l_inf ``eps`` ball around ``x`` and clamped to [0, 1]: :func:`pgd` with ``loss="margin"``.
     ``random_start`` begins at a uniform point of the ball drawn from ``generator``; the model runs in ``mode``
     and its previous mode is restored. ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
-    check_images(x)
-    check_labels(y, x.shape[0])
-    if not kappa >= 0:
-        raise ValueError(f"kappa: expected a value >= 0, got {kappa!r}")
-    start = random_point(x, eps, "linf", generator) if random_start else None
-
-    def loss(x_adv: torch.Tensor) -> torch.Tensor:
-        logits = model(x_adv)
-        return margin_loss(logits, check_labels(y, x.shape[0], logits.shape[1]), kappa)
-
-    with model_mode(model, mode):
-        return pgd_loop(loss, x, eps=eps, step_size=step_size, steps=steps, norm="linf", x_init=start)
+    return pgd(
+        model, x, y, eps=eps, step_size=step_size, steps=steps, random_start=random_start, generator=generator,
+        mode=mode, loss="margin", kappa=kappa,
+    )  # fmt: skip
 
 
 def spsa(
