@@ -73,6 +73,13 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
     return value
 
 
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """Validate an integer option (bools refused) that must be at least ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
     """Validate that ``value`` is one of ``choices``."""
     if value not in choices:

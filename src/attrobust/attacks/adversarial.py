@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_images, check_labels, check_positive
+from .._checks import check_choice, check_images, check_int, check_labels, check_positive
 from .pgd import model_mode, pgd_loop, project, random_point
 
 
@@ -82,12 +82,6 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = float("inf
     return torch.clamp(others.amax(1) - z_y, max=kappa)
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def cw_linf(
     model: nn.Module,
     x: torch.Tensor,
@@ -144,8 +138,8 @@ def spsa(
     check_positive(eps, "eps", allow_zero=True)
     check_positive(step_size, "step_size", allow_zero=True)
     check_positive(delta, "delta")
-    _check_int(steps, "steps", 0)
-    _check_int(n_samples, "n_samples", 1)
+    check_int(steps, "steps", 0)
+    check_int(n_samples, "n_samples", 1)
     x = x.detach()
     x_adv = x.clone()
     m = torch.zeros_like(x)

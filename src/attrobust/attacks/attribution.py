@@ -14,7 +14,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_images, check_k, check_labels, check_second_order, warn_if_training
+from .._checks import (
+    check_choice,
+    check_images,
+    check_int,
+    check_k,
+    check_labels,
+    check_second_order,
+    warn_if_training,
+)
 from .._ranking import kendall_tau, saliency_map, topk_intersection
 from ..attributions import get_attribution, integrated_gradients
 from ..models import softplus
@@ -141,8 +149,7 @@ def ifia(
     check_k(k, x.shape[2] * x.shape[3])
     if dissimilarity != "random":
         check_second_order(model, beta, "ifia")
-    if not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts: expected an integer >= 1, got {restarts!r}")
+    check_int(restarts, "restarts")
     warn_if_training(model)
     attr = _attribution_fn(attribution, ig_steps, attribution_options)
 

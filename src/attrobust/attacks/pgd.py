@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive
+from .._checks import check_choice, check_int, check_positive
 from ..attributions._grad import grad_of
 
 NORMS = ("linf", "l2")
@@ -86,8 +86,7 @@ def pgd_loop(
     check_choice(norm, "norm", NORMS)
     check_positive(eps, "eps", allow_zero=True)
     check_positive(step_size, "step_size", allow_zero=True)
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
+    check_int(steps, "steps", 0)
     x = x.detach()
     x_adv = (x if x_init is None else x_init).detach().clone()
     for t in range(1, steps + 1):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_images, check_labels, check_positive, warn_if_training
+from .._checks import check_choice, check_images, check_int, check_labels, check_positive, warn_if_training
 from .._ranking import kendall_tau, saliency_map, topk_intersection
 from ..attributions._grad import grad_of
 from ..models import softplus
@@ -107,8 +107,7 @@ def targeted_manipulation(
         check_positive(value, name)
     check_positive(weight_map, "weight_map", allow_zero=True)
     check_positive(weight_out, "weight_out", allow_zero=True)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
+    check_int(steps, "steps")
     if not isinstance(restarts, int) or restarts < 1 or (restarts > 1 and eps is None):
         raise ValueError(f"restarts: expected 1, or an integer >= 1 together with eps, got {restarts!r} (eps={eps})")
     if eps is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_images, check_labels
+from .._checks import check_choice, check_images, check_int, check_labels
 from ._grad import gradient
 
 IG_RULES = ("right", "left", "middle", "trapezoid")
@@ -74,8 +74,7 @@ def ig_alphas(steps: int, rule: str = "right") -> tuple[torch.Tensor, torch.Tens
     """
     check_choice(rule, "rule", IG_RULES)
     min_steps = 2 if rule == "trapezoid" else 1
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < min_steps:
-        raise ValueError(f"steps: expected an integer >= {min_steps} for rule {rule!r}, got {steps!r}")
+    check_int(steps, f"steps (rule {rule!r})", min_steps)
     m = steps
     k = torch.arange(m, dtype=torch.float64)
     if rule == "trapezoid":

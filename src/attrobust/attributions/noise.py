@@ -16,19 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_images, check_positive
+from .._checks import check_images, check_int, check_positive
 from ._grad import gradient
 from .gradients import as_target, input_x_gradient, saliency
 
 
-def _count(value: object, name: str, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _chunks(n: int, batch_samples: int | None) -> range:
-    step = n if batch_samples is None else _count(batch_samples, "batch_samples")
+    step = n if batch_samples is None else check_int(batch_samples, "batch_samples")
     return range(0, n, step)
 
 
@@ -80,7 +74,7 @@ def smoothgrad(
     """
     check_images(x)
     target = as_target(target, x)
-    _count(n, "n")
+    check_int(n, "n")
     check_positive(float(sigma), "sigma", allow_zero=True)
     fn = _resolve_base(base)
     if not clamp:
@@ -126,7 +120,7 @@ def gradient_shap(
     """
     check_images(x)
     target = as_target(target, x)
-    _count(n, "n")
+    check_int(n, "n")
     check_positive(float(stdev), "stdev", allow_zero=True)
     kw = {"generator": generator, "device": x.device, "dtype": x.dtype}
     if baselines is None:

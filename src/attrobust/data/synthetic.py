@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attrobust._checks import check_choice, check_positive
+from attrobust._checks import check_choice, check_int, check_positive
 from attrobust.data.base import ImageDataset
 
 _STREAMS = {"templates": 0, "train": 1, "test": 2}
@@ -27,22 +27,16 @@ def _generator(seed: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def synthetic_templates(
     num_classes: int = 10, channels: int = 1, size: int | tuple[int, int] = 28, *, grid: int = 4, seed: int = 0
 ) -> torch.Tensor:
     """Class templates, float32 ``(num_classes, channels, H, W)`` with values in [0.1, 0.9]."""
-    _check_int(num_classes, "num_classes", 2)
-    _check_int(channels, "channels", 1)
-    _check_int(grid, "grid", 1)
+    check_int(num_classes, "num_classes", 2)
+    check_int(channels, "channels", 1)
+    check_int(grid, "grid", 1)
     h, w = (size, size) if isinstance(size, int) else tuple(size)
-    _check_int(h, "size (height)", 1)
-    _check_int(w, "size (width)", 1)
+    check_int(h, "size (height)", 1)
+    check_int(w, "size (width)", 1)
     coarse = torch.rand(num_classes, channels, grid, grid, generator=_generator(seed, "templates"))
     smooth = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
     return 0.1 + 0.8 * smooth
@@ -73,7 +67,7 @@ def load_synthetic(
         seed: the same arguments always give identical tensors.
     """
     check_choice(split, "split", ("train", "test"))
-    n = DEFAULT_SIZES[split] if n is None else _check_int(n, "n", 1)
+    n = DEFAULT_SIZES[split] if n is None else check_int(n, "n", 1)
     check_positive(noise, "noise", allow_zero=True)
     templates = synthetic_templates(num_classes, channels, size, grid=grid, seed=seed)
     gen = _generator(seed, split)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attrobust._checks import check_int
 from attrobust._registry import Registry
 from attrobust.models.normalize import Normalize
 
@@ -33,12 +34,6 @@ Builder = Callable[..., Layers]
 MODELS: Registry[Builder] = Registry("model")
 
 _CORE = ("num_classes", "in_channels", "input_size")
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _options(name: str, builder: Builder, kw: dict[str, Any]) -> dict[str, Any]:
@@ -77,9 +72,9 @@ def create(
     same architecture. Parameters are initialised from the global torch RNG (seed it for reproducibility).
     """
     builder = MODELS.get(name)
-    _check_int(num_classes, "num_classes", 1)
-    _check_int(in_channels, "in_channels", 1)
-    _check_int(input_size, "input_size", 1)
+    check_int(num_classes, "num_classes", 1)
+    check_int(in_channels, "in_channels", 1)
+    check_int(input_size, "input_size", 1)
     options = _options(name, builder, kw)
     mean_l = [0.0] * in_channels if mean is None else [float(v) for v in _seq(mean, "mean")]
     std_l = [1.0] * in_channels if std is None else [float(v) for v in _seq(std, "std")]
@@ -244,8 +239,8 @@ def wrn(num_classes: int, in_channels: int, input_size: int, *, depth: int = 28,
         dropout: float = 0.0) -> Layers:  # fmt: skip
     """WideResNet-depth-width (Zagoruyko & Komodakis): 3 groups of (depth-4)/6 pre-activation blocks with
     16k/32k/64k channels, final bn-relu, global average pool, fc."""
-    _check_int(depth, "depth", 10)
-    _check_int(width, "width", 1)
+    check_int(depth, "depth", 10)
+    check_int(width, "width", 1)
     if (depth - 4) % 6:
         raise ValueError(f"depth: expected depth - 4 divisible by 6 (e.g. 10, 16, 28, 40), got {depth}")
     if not 0.0 <= dropout < 1.0:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, check_labels, check_logits, check_positive
+from .._checks import check_images, check_int, check_labels, check_logits, check_positive
 from .._registry import Registry
 from ..attacks import pgd
 
@@ -111,9 +111,8 @@ def pgd_at(
     """
     check_positive(float(eps), "pgd_at eps", allow_zero=True)
     check_positive(float(step_size), "pgd_at step_size", allow_zero=True)
-    for value, name in ((steps, "steps"), (eps_warmup, "eps_warmup")):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"pgd_at {name}: expected an integer >= 0, got {value!r}")
+    check_int(steps, "pgd_at steps", 0)
+    check_int(eps_warmup, "pgd_at eps_warmup", 0)
     if not isinstance(random_start, bool):
         raise ValueError(f"pgd_at random_start: expected a bool, got {random_start!r}")
     current = {"fraction": 1.0}
