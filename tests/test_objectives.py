@@ -11,7 +11,23 @@ from attrobust import data, objectives
 from attrobust.objectives import OBJECTIVES
 
 # small, fast hyper-parameters for every registered objective (tiny 8x8 images)
-FAST_PARAMS: dict[str, dict] = {"natural": {}, "pgd_at": {"eps": 0.1, "step_size": 0.05, "steps": 3}}
+_BUDGET = {"eps": 0.1, "step_size": 0.05, "steps": 2}
+FAST_PARAMS: dict[str, dict] = {
+    "natural": {},
+    "pgd_at": {"eps": 0.1, "step_size": 0.05, "steps": 3},
+    "trades": {"beta": 1.0, **_BUDGET},
+    "mart": {"beta": 1.0, **_BUDGET},
+    "ig_norm": {"ig_steps": 4, "attack_ig_steps": 2, **_BUDGET},
+    "ig_sum_norm": {"beta": 0.5, "ig_steps": 4, "attack_ig_steps": 2, **_BUDGET},
+    "art": {"eps": 0.1, "step_size": 0.05, "steps": 2, "beta": 5.0},
+    "igr": {"base": "pgd_at", "ig_steps": 4, **_BUDGET},
+    "pgd_at+igr": {"ig_steps": 4, **_BUDGET},
+    "trades+igr": {"ig_steps": 4, "beta": 1.0, **_BUDGET},
+    "mart+igr": {"ig_steps": 4, **_BUDGET},
+    "adv_aat": {"ig_steps": 4, "attack_ig_steps": 2, **_BUDGET},
+    "ssr": {"power_iters": 3},
+    "input_gradient_reg": {},
+}
 
 
 def tiny_net(seed: int = 0, num_classes: int = 3) -> nn.Module:
@@ -37,6 +53,10 @@ def trained_net() -> nn.Module:
         F.cross_entropy(model(x), y).backward()
         opt.step()
     return model.eval()
+
+
+def test_every_registered_objective_has_fast_parameters() -> None:
+    assert set(OBJECTIVES.names()) == set(FAST_PARAMS), "add fast parameters for new objectives to FAST_PARAMS"
 
 
 def test_registry_lists_objectives_and_rejects_unknown() -> None:

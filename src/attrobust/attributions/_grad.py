@@ -17,12 +17,18 @@ from .._checks import check_choice, check_labels
 TARGET_KINDS = ("logit", "probability", "loss")
 
 
-def grad_of(output: torch.Tensor, inputs: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
+def grad_of(
+    output: torch.Tensor, inputs: torch.Tensor, *, create_graph: bool = False, retain_graph: bool | None = None
+) -> torch.Tensor:
     """Gradient of the scalar ``output`` w.r.t. ``inputs`` (same shape as ``inputs``).
 
     With ``create_graph=False`` the result is detached; unused inputs give zeros instead of an error.
+    ``retain_graph`` (default: ``create_graph``) keeps the graph of ``output`` for further gradients, e.g. several
+    Hessian-vector products of one first-order gradient.
     """
-    (g,) = torch.autograd.grad(output, inputs, create_graph=create_graph, allow_unused=True)
+    (g,) = torch.autograd.grad(
+        output, inputs, create_graph=create_graph, retain_graph=retain_graph, allow_unused=True
+    )
     if g is None:
         return torch.zeros_like(inputs)
     return g if create_graph else g.detach()

@@ -1,67 +1,32 @@
-"""Training objectives on the prediction: natural cross-entropy and PGD adversarial training.
+"""Objectives on the prediction: natural cross-entropy, PGD adversarial training, TRADES and MART.
 
-An *objective* is a callable ``objective(model, x, y, *, generator=None) -> (loss, logs)``:
-
-- ``model``: classifier mapping float ``(N, C, H, W)`` images in [0, 1] to logits ``(N, K)``;
-- ``x``: float ``(N, C, H, W)`` in [0, 1] pixel space (every budget is in pixel units);
-- ``y``: int64 labels ``(N,)``;
-- ``generator``: the trainer's ``torch.Generator`` for any randomness of the objective (PGD random start),
-  so a seeded run (and a resumed one) is reproducible;
-- returns ``loss``, a differentiable scalar tensor (mean over the batch), and ``logs``, a ``dict[str, float]``
-  with at least ``"loss"`` and ``"acc"`` (accuracy on the examples the loss is computed on: the clean batch for
-  :func:`natural`, the adversarial batch for :func:`pgd_at`).
-
-Objectives are built by factories registered in :data:`OBJECTIVES`; ``create(name, **params)`` returns the
-callable. Objectives never change ``model.training``: the trainer decides the mode. An objective whose
-hyper-parameters follow a schedule (``pgd_at`` with ``eps_warmup``) exposes ``objective.set_step(step)``, which
-the trainer calls with the 0-based global step before every call, so a resumed run follows the same schedule.
+Every budget is in pixel units; ``x`` is float ``(N, C, H, W)`` in [0, 1] and ``y`` int64 ``(N,)``. Losses are
+means over the batch of per-example terms (the reference implementations average the same way, so the weights
+``beta`` are per-example weights). The adversarial objectives expose ``objective.adversarial(...)`` returning
+``(loss, logs, x_adv)`` and ``objective.set_step`` for the linear ``eps_warmup``.
 """
 
 from __future__ import annotations
-
-import inspect
-from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, check_int, check_labels, check_logits, check_positive
-from .._registry import Registry
 from ..attacks import pgd
-
-Objective = Callable[..., tuple[torch.Tensor, dict[str, float]]]
-ObjectiveFactory = Callable[..., Objective]
-
-OBJECTIVES: Registry[ObjectiveFactory] = Registry("objective")
-
-
-def create(name: str, **params: Any) -> Objective:
-    """Build the registered objective ``name`` with its hyper-parameters ``params``.
-
-    An unknown name or parameter raises ``ValueError`` listing the valid ones.
-    """
-    factory = OBJECTIVES.get(name)
-    try:
-        return factory(**params)
-    except TypeError as err:
-        valid = ", ".join(inspect.signature(factory).parameters) or "(none)"
-        raise ValueError(f"objective {name!r}: bad parameters {sorted(params)} ({err}); expected: {valid}") from None
-
-
-def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean cross-entropy of ``model(x)`` against ``y`` and its logs (``loss``, ``acc``)."""
-    logits = check_logits(model(x), x.shape[0])
-    check_labels(y, x.shape[0], logits.shape[1])
-    loss = F.cross_entropy(logits, y)
-    acc = (logits.detach().argmax(1) == y).float().mean()
-    return loss, {"loss": float(loss.detach()), "acc": float(acc)}
-
-
-def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
-    check_images(x)
-    check_labels(y, x.shape[0])
+from ..attacks.pgd import model_mode, pgd_loop
+from ._base import (
+    OBJECTIVES,
+    Objective,
+    Warmup,
+    accuracy,
+    check_batch,
+    check_budget,
+    check_weight,
+    cross_entropy,
+    describe,
+    finish,
+    logits_of,
+)
 
 
 @OBJECTIVES.register("natural")
@@ -72,22 +37,21 @@ def natural() -> Objective:
     (scalar) and ``{"loss", "acc"}`` on the clean examples; ``generator`` is accepted and unused.
     """
 
-    def objective(
+    def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        _check_batch(x, y)
-        return _cross_entropy(model, x, y)
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        loss, logs = cross_entropy(model, x, y)
+        return loss, logs, x
 
-    objective.__qualname__ = "natural()"
-    return objective
+    return finish(adversarial, "natural()")
 
 
 @OBJECTIVES.register("pgd_at")
 def pgd_at(
     eps: float = 0.3, step_size: float = 0.01, steps: int = 40, random_start: bool = True, eps_warmup: int = 0
 ) -> Objective:
-    """PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
-    ICLR 2018, eq. 2.1): ``min_θ E_(x,y) max_{‖δ‖_∞ ≤ eps, x+δ ∈ [0,1]} CE(f_θ(x + δ), y)``.
+    """PGD adversarial training (Madry et al., ICLR 2018, eq. 2.1; IGR paper Table 1 ``L_at``):
+    ``min_θ E_(x,y) max_{‖δ‖_∞ ≤ eps, x+δ ∈ [0,1]} CE(f_θ(x + δ), y)``.
 
     The inner maximum is approximated by :func:`attrobust.attacks.pgd` (l_inf, ``steps`` signed steps of
     ``step_size``, uniform random start in the eps ball drawn from the trainer's generator when
@@ -102,47 +66,151 @@ def pgd_at(
     is used.
 
     As in Madry et al.'s reference code, the attack runs with the model in whatever mode the trainer put it
-    (train mode during training: batch-norm uses batch statistics and updates its running averages during the
-    attack's forward passes); the attack does not change the mode. Gradients of the attack are taken with
+    (train mode during training); the attack does not change the mode. Gradients of the attack are taken with
     respect to the input only, so parameter ``.grad`` is untouched until the caller backpropagates ``loss``.
 
     Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; ``eps`` and ``step_size`` in
     pixel units.
     """
-    check_positive(float(eps), "pgd_at eps", allow_zero=True)
-    check_positive(float(step_size), "pgd_at step_size", allow_zero=True)
-    check_int(steps, "pgd_at steps", 0)
-    check_int(eps_warmup, "pgd_at eps_warmup", 0)
+    check_budget("pgd_at", eps, step_size, steps, eps_warmup)
     if not isinstance(random_start, bool):
         raise ValueError(f"pgd_at random_start: expected a bool, got {random_start!r}")
-    current = {"fraction": 1.0}
+    warmup = Warmup(eps_warmup)
 
-    def set_step(step: int) -> None:
-        """Set the training step (0-based) that the next call belongs to (drives ``eps_warmup``)."""
-        current["fraction"] = min(1.0, (step + 1) / eps_warmup) if eps_warmup else 1.0
-
-    def objective(
+    def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        _check_batch(x, y)
-        scale = current["fraction"]
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        check_batch(x, y)
+        scale = warmup.fraction
         x_adv = pgd(
-            model,
-            x,
-            y,
-            eps=eps * scale,
-            step_size=step_size * scale,
-            steps=steps,
-            random_start=random_start,
-            generator=generator,
-            mode="keep",
-        ).detach()
-        loss, logs = _cross_entropy(model, x_adv, y)
+            model, x, y, eps=eps * scale, step_size=step_size * scale, steps=steps,
+            random_start=random_start, generator=generator, mode="keep",
+        ).detach()  # fmt: skip
+        loss, logs = cross_entropy(model, x_adv, y)
         logs["eps"] = eps * scale
-        return loss, logs
+        return loss, logs, x_adv
 
-    objective.set_step = set_step  # type: ignore[attr-defined]
-    objective.__qualname__ = (
-        f"pgd_at(eps={eps}, step_size={step_size}, steps={steps}, random_start={random_start}, eps_warmup={eps_warmup})"
-    )
-    return objective
+    name = describe("pgd_at", eps=eps, step_size=step_size, steps=steps, random_start=random_start,
+                    eps_warmup=eps_warmup)  # fmt: skip
+    return finish(adversarial, name, warmup)
+
+
+def kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Per-row ``KL(p ‖ q) = Σ_k p_k (log p_k - log q_k)`` from log-probabilities ``(N, K)`` -> ``(N,)``."""
+    return (log_p.exp() * (log_p - log_q)).sum(1)
+
+
+def _small_start(x: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``x + std * N(0, I)`` clamped to [0, 1]: the start point of the TRADES and MART inner attacks."""
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return (x + std * noise).clamp(0.0, 1.0)
+
+
+@OBJECTIVES.register("trades")
+def trades(
+    beta: float = 6.0,
+    eps: float = 0.3,
+    step_size: float = 0.01,
+    steps: int = 40,
+    start_std: float = 0.001,
+    eps_warmup: int = 0,
+) -> Objective:
+    """TRADES (Zhang et al., ICML 2019, eq. 5 and Algorithm 1):
+    ``CE(f(x), y) + beta * KL(f(x) ‖ f(x~))`` with ``x~ = argmax_{‖x' - x‖_∞ ≤ eps} KL(f(x) ‖ f(x'))``.
+
+    ``f`` denotes the softmax probabilities. The inner maximisation starts at ``x + start_std * N(0, I)`` (drawn
+    from the trainer's generator) and takes ``steps`` signed steps of ``step_size`` on the KL to the clean
+    prediction (held fixed), with the model in eval mode as in the reference code; the outer loss differentiates
+    both ``f(x)`` and ``f(x~)``. Both terms are means over the batch of per-example values (the reference code
+    sums the KL and divides by the batch size), so ``beta`` weighs per-example terms; TRADES' own MNIST/CIFAR
+    settings use ``beta`` 1-6. The IGR paper's Table 1 writes the first term on ``x~``; this objective follows
+    the TRADES paper (clean cross-entropy).
+
+    Logs: ``loss``, ``acc`` (clean), ``adv_acc``, ``kl``, ``eps``. ``eps_warmup`` as in :func:`pgd_at`.
+    Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
+    """
+    beta = check_weight(beta, "trades beta")
+    check_budget("trades", eps, step_size, steps, eps_warmup)
+    check_weight(start_std, "trades start_std")
+    warmup = Warmup(eps_warmup)
+
+    def adversarial(
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        check_batch(x, y)
+        scale = warmup.fraction
+        with model_mode(model, "eval"):
+            with torch.no_grad():
+                clean_log_p = F.log_softmax(logits_of(model, x, y), dim=1)
+            x_adv = pgd_loop(
+                lambda xa: kl_rows(clean_log_p, F.log_softmax(model(xa), dim=1)),
+                x, eps=eps * scale, step_size=step_size * scale, steps=steps,
+                x_init=_small_start(x, start_std, generator),
+            )  # fmt: skip
+        logits = logits_of(model, x, y)
+        logits_adv = model(x_adv)
+        natural_loss = F.cross_entropy(logits, y)
+        robust = kl_rows(F.log_softmax(logits, dim=1), F.log_softmax(logits_adv, dim=1)).mean()
+        loss = natural_loss + beta * robust
+        logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "adv_acc": accuracy(logits_adv, y),
+                "kl": float(robust.detach()), "eps": eps * scale}  # fmt: skip
+        return loss, logs, x_adv
+
+    name = describe("trades", beta=beta, eps=eps, step_size=step_size, steps=steps, start_std=start_std,
+                    eps_warmup=eps_warmup)  # fmt: skip
+    return finish(adversarial, name, warmup)
+
+
+@OBJECTIVES.register("mart")
+def mart(
+    beta: float = 6.0,
+    eps: float = 0.3,
+    step_size: float = 0.01,
+    steps: int = 40,
+    start_std: float = 0.001,
+    eps_warmup: int = 0,
+) -> Objective:
+    """MART (Wang et al., ICLR 2020, eq. 14; IGR paper Table 1 ``L_mart``):
+    ``BCE(f(x~), y) + beta * KL(f(x) ‖ f(x~)) * (1 - f_y(x))``.
+
+    ``BCE(p, y) = -log p_y - log(1 - max_{k≠y} p_k)`` is the boosted cross-entropy on the adversarial
+    probabilities; ``x~`` maximises the cross-entropy by PGD from ``x + start_std * N(0, I)`` (model in eval
+    mode during the attack, as in the reference code). The KL term is weighted per example by the clean
+    misclassification confidence ``1 - f_y(x)``; both terms are means over the batch (the reference code sums the
+    weighted KL and divides by the batch size). A 1e-12 floor inside the logarithms keeps them finite.
+
+    Logs: ``loss``, ``acc`` (on ``x~``), ``clean_acc``, ``bce``, ``kl``, ``eps``. ``eps_warmup`` as in
+    :func:`pgd_at`. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
+    """
+    beta = check_weight(beta, "mart beta")
+    check_budget("mart", eps, step_size, steps, eps_warmup)
+    check_weight(start_std, "mart start_std")
+    warmup = Warmup(eps_warmup)
+
+    def adversarial(
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        check_batch(x, y)
+        scale = warmup.fraction
+        with model_mode(model, "eval"):
+            x_adv = pgd_loop(
+                lambda xa: F.cross_entropy(logits_of(model, xa, y), y, reduction="none"),
+                x, eps=eps * scale, step_size=step_size * scale, steps=steps,
+                x_init=_small_start(x, start_std, generator),
+            )  # fmt: skip
+        logits = logits_of(model, x, y)
+        logits_adv = model(x_adv)
+        probs_adv = F.softmax(logits_adv, dim=1)
+        others = probs_adv.scatter(1, y[:, None], 0.0)
+        bce = F.cross_entropy(logits_adv, y) - torch.log((1.0 - others.max(1).values).clamp_min(1e-12)).mean()
+        probs = F.softmax(logits, dim=1)
+        kl = kl_rows(F.log_softmax(logits, dim=1), torch.log(probs_adv.clamp_min(1e-12)))
+        robust = (kl * (1.0 - probs.gather(1, y[:, None]).squeeze(1))).mean()
+        loss = bce + beta * robust
+        logs = {"loss": float(loss.detach()), "acc": accuracy(logits_adv, y), "clean_acc": accuracy(logits, y),
+                "bce": float(bce.detach()), "kl": float(robust.detach()), "eps": eps * scale}  # fmt: skip
+        return loss, logs, x_adv
+
+    name = describe("mart", beta=beta, eps=eps, step_size=step_size, steps=steps, start_std=start_std,
+                    eps_warmup=eps_warmup)  # fmt: skip
+    return finish(adversarial, name, warmup)
