@@ -391,11 +391,19 @@ def apply_overrides(cfg: C, overrides: list[str] | tuple[str, ...]) -> C:
     return from_dict(type(cfg), data)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML file (``yaml.safe_load``; an empty file is ``{}``)."""
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (``yaml.safe_load``; an empty file is ``{}``).
+
+    A file may start from other files: ``extends: base.yaml`` (or a list of files, applied in order; paths
+    relative to the extending file) deep-merges the file's own keys over the bases', so a preset's ``_cpu``
+    variant states only what it shrinks. A cycle of ``extends`` is an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ValueError(f"{path}: expected no cycle of 'extends', got {chain}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -404,7 +412,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
-    return data
+    bases = data.pop("extends", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ValueError(f"{path}: extends: expected a file name or a list of file names, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _deep_update(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
+    return _deep_update(merged, data)
+
+
+def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``upd`` merged in recursively (mappings merge, everything else replaces); a new dict."""
+    out = dict(base)
+    for key, value in upd.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def load_yaml(cls: type[C], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> C:
