@@ -1,4 +1,5 @@
-"""Image classifiers: registered architectures, the normalisation layer, softplus surgery and checkpoints.
+"""Image classifiers: registered architectures, the normalisation layer, feature-map smoothing blocks, surgery
+(softplus copies, smoothing insertion) and checkpoints.
 
 Tensor contract: models map float ``(N, C, H, W)`` images in [0, 1] to logits ``(N, K)``.
 """
@@ -6,6 +7,19 @@ Tensor contract: models map float ``(N, C, H, W)`` images in [0, 1] to logits ``
 from attrobust.models.checkpoint import load, save
 from attrobust.models.nets import MODELS, create
 from attrobust.models.normalize import Normalize
-from attrobust.models.surgery import softplus
+from attrobust.models.smoothing import SMOOTHING_KINDS, SmoothingBlock
+from attrobust.models.surgery import DEFAULT_SMOOTHING_AFTER, insert_smoothing, smoothing_positions, softplus
 
-__all__ = ["MODELS", "Normalize", "create", "load", "save", "softplus"]
+__all__ = [
+    "DEFAULT_SMOOTHING_AFTER",
+    "MODELS",
+    "SMOOTHING_KINDS",
+    "Normalize",
+    "SmoothingBlock",
+    "create",
+    "insert_smoothing",
+    "load",
+    "save",
+    "smoothing_positions",
+    "softplus",
+]

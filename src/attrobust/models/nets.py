@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from attrobust._checks import check_int
 from attrobust._registry import Registry
 from attrobust.models.normalize import Normalize
+from attrobust.models.surgery import apply_smoothing
 
 Layers = list[tuple[str, nn.Module]]
 Builder = Callable[..., Layers]
@@ -55,6 +56,7 @@ def create(
     input_size: int = 28,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    smoothing: Sequence[Mapping[str, Any]] | None = None,
     **kw: Any,
 ) -> nn.Sequential:
     """Build the registered model ``name``.
@@ -65,6 +67,9 @@ def create(
         in_channels: image channels C.
         input_size: image height = width the model is built for (sets the flatten size of plain nets).
         mean, std: per-channel normalisation of the first layer; default 0 and 1 (identity).
+        smoothing: feature-map smoothing blocks to insert, a list of
+            ``{"after": position, "kind": ..., "kernel": ..., **options}`` applied in order (see
+            :func:`attrobust.models.insert_smoothing`); recorded in ``spec["smoothing"]`` when not empty.
         **kw: architecture options of the builder (e.g. ``depth``, ``width``, ``dropout`` for ``wrn``).
 
     Returns an ``nn.Sequential`` mapping float ``(N, C, H, W)`` images in [0, 1] to logits ``(N, K)``, with
@@ -92,6 +97,8 @@ def create(
         "std": std_l,
         **options,
     }
+    if smoothing is not None:
+        apply_smoothing(model, smoothing)
     return model
 
 
