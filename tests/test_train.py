@@ -321,3 +321,18 @@ def test_unknown_names_fail_before_training(tmp_path: Path) -> None:
         train(tiny_config(tmp_path, model={"name": "nope"}), progress=False)
     with pytest.raises(ValueError, match="unknown dataset"):
         train(tiny_config(tmp_path, data={"name": "nope"}), progress=False)
+
+
+def test_init_starts_from_a_trained_run_and_rejects_another_architecture(tmp_path: Path) -> None:
+    first = train(tiny_config(tmp_path, name="first"), progress=False)
+    tuned = train(tiny_config(tmp_path, name="tuned", init=str(first.run_dir), steps=1, optim={"lr": 1e-12}),
+                  progress=False)  # fmt: skip
+    for (name, a), b in zip(first.model.state_dict().items(), tuned.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9, msg=name)
+    fresh = train(tiny_config(tmp_path, name="fresh", steps=1, optim={"lr": 1e-12}), progress=False)
+    key = "features.0.weight"
+    assert not torch.allclose(fresh.model.state_dict()[key], first.model.state_dict()[key])
+    with pytest.raises(ValueError, match="init: expected a checkpoint of the architecture"):
+        train(tiny_config(tmp_path, name="other", model={"name": "mnist_cnn"}, init=str(first.model_path)), progress=False)
+    with pytest.raises(ValueError, match="init: expected a checkpoint file"):
+        train(tiny_config(tmp_path, name="missing", init=str(tmp_path / "nope")), progress=False)

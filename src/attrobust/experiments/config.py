@@ -122,10 +122,14 @@ class TrainConfig:
     """A training run. Exactly one of ``epochs`` and ``steps`` sets its length (one step = one batch of
     ``batch_size``; an epoch has ``len(train set) // batch_size`` steps). Results go to ``<out_dir>/<name>/``:
     ``state.pt`` (resumable state every ``checkpoint_every`` steps), ``model.pt`` (final model),
-    ``config.yaml``, ``log.jsonl`` (mean loss/acc every ``log_every`` steps)."""
+    ``config.yaml``, ``log.jsonl`` (mean loss/acc every ``log_every`` steps).
+
+    ``init`` starts from trained weights instead of a seeded initialisation (fine-tuning): a checkpoint file or a
+    run directory holding ``model.pt``; its architecture must be the one this config builds."""
 
     name: str
     seed: int = 0
+    init: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)

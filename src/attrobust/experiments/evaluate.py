@@ -110,6 +110,7 @@ def evaluate(
     dataset: ImageDataset | None = None,
     progress: bool = True,
     out: str | Path | None = None,
+    db: str | Path | bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model: natural accuracy, PGD accuracy and IFIA top-k intersection / Kendall.
 
@@ -121,11 +122,15 @@ def evaluate(
         progress: tqdm bars per phase.
         out: where to write the JSON results; default ``results.json`` beside a checkpoint (nothing is written
             for an in-memory model without ``out``).
+        db: results database recording the result: a path, or None for ``$ATTROBUST_DB`` / ``attrobust.db``
+            beside the checkpoint's run directory (see ``experiments.store``; an in-memory model is recorded
+            only into an explicit database), or False for none.
 
     Returns a dict with ``summary`` (``n``, ``natural_acc``, ``pgd_acc``, ``topk``, ``kendall``, ``no_valid``,
     ``ifia`` statistics), ``per_example`` columns, ``timings`` (seconds), the resolved ``eval_config``, the
-    checkpoint's ``train_config``, the torch version and, when written, ``path``. The model's train/eval mode is
-    restored afterwards (it is evaluated in eval mode).
+    checkpoint's ``train_config``, the torch version and, when written, ``path`` (and ``db``: the database
+    ``path`` and ``run_id`` when recorded). The model's train/eval mode is restored afterwards (it is evaluated
+    in eval mode).
     """
     config = config or EvalConfig()
     t_start = time.perf_counter()
@@ -231,6 +236,10 @@ def evaluate(
         tmp.write_text(json.dumps(results, indent=1, allow_nan=False))
         tmp.replace(out)
         results["path"] = str(out)
+    from .store import record_evaluation_result  # imported here: the store imports this module
+
+    if (recorded := record_evaluation_result(results, db, checkpoint)) is not None:
+        results["db"] = recorded
     return results
 
 

@@ -136,7 +136,24 @@ def build_model(config: TrainConfig, ds: ImageDataset) -> nn.Module:
         raise ValueError(f"data: expected square images, got {h}x{w}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "init"))
-        return models_lib.create(config.model.name, ds.num_classes, in_channels=c, input_size=h, **config.model.kwargs)
+        model = models_lib.create(config.model.name, ds.num_classes, in_channels=c, input_size=h, **config.model.kwargs)
+    if config.init is not None:
+        init_weights(model, config.init)
+    return model
+
+
+def init_weights(model: nn.Module, source: str | Path) -> None:
+    """Copy the weights of the checkpoint ``source`` (a file, or a run directory holding ``model.pt``) into
+    ``model``; a missing file or a different architecture raises ``ValueError`` naming the mismatch."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise ValueError(f"init: expected a checkpoint file or a run directory with model.pt, got {str(source)!r}")
+    trained, _ = models_lib.load(path)
+    if trained.spec != model.spec:
+        raise ValueError(f"init: expected a checkpoint of the architecture {model.spec}, got {trained.spec} ({path})")
+    model.load_state_dict(trained.state_dict())
 
 
 @torch.no_grad()
@@ -176,6 +193,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     dataset: ImageDataset | None = None,
+    db: str | Path | bool | None = None,
 ) -> TrainResult:
     """Train ``config.model`` with ``config.objective`` and write the run directory ``<out_dir>/<name>/``.
 
@@ -187,6 +205,8 @@ def train(
         stop_after: stop (and checkpoint) once this global step is reached, without writing ``model.pt``;
             for interrupting a run on purpose (``train(..., resume=True)`` continues it).
         dataset: use this training set instead of loading ``config.data`` (tests).
+        db: results database recording a run that trained (completed or stopped): a path, or None for
+            ``$ATTROBUST_DB`` / ``<out_dir>/attrobust.db``, or False for none (see ``experiments.store``).
 
     When ``model.pt`` already exists and ``force`` is false, the finished model is loaded and returned without
     training (``reused=True``); a run directory written by a different configuration raises ``ValueError``.
@@ -283,6 +303,9 @@ def train(
         result.model_path = models_lib.save(
             model, model_path, config=to_dict(config), steps=step, seconds=seconds, test_acc=result.test_acc
         )
+    from .store import record_train_result  # imported here: the store imports evaluate, which imports this module
+
+    record_train_result(result, db)
     return result
 
 
