@@ -19,7 +19,8 @@ PRESETS = sorted(p for p in CONFIGS.glob("*/*.yaml") if not p.name.startswith("_
 def test_there_are_presets_for_every_paper_table() -> None:
     tables = {p.parent.name for p in PRESETS}
     assert {"rar_mnist", "rar_fmnist", "igr_table2_mnist", "igr_table2_fmnist", "igr_table2_cifar10",
-            "art_table1_cifar10", "art_table1_svhn", "art_table1_gtsrb", "art_table1_flower"} <= tables  # fmt: skip
+            "art_table1_cifar10", "art_table1_svhn", "art_table1_gtsrb", "art_table1_flower", "fms_table1_fmnist",
+            "fms_table1_cifar10", "fms_table1_imagenette"} <= tables  # fmt: skip
     for path in PRESETS:
         if not path.stem.endswith("_cpu"):
             assert path.with_name(f"{path.stem}_cpu.yaml") in PRESETS, f"{path} has no _cpu variant"
@@ -88,3 +89,24 @@ def test_mnist_cpu_presets_train_two_steps(path: Path, tmp_path: Path) -> None:
     overrides = ["steps=2", "batch_size=4", "data.train_subset=16", "data.test_subset=0", f"out_dir={tmp_path}"]
     result = train(load_yaml(TrainConfig, path, overrides), progress=False)
     assert result.model_path.is_file()
+
+
+def test_smoothing_presets_name_the_papers_models() -> None:
+    kinds = {}
+    for name in ("n", "a", "m1", "m2", "g", "e", "ng"):
+        cfg = load_yaml(TrainConfig, CONFIGS / "fms_table1_fmnist" / f"{name}.yaml")
+        kinds[name] = [b["kind"] for b in cfg.model.kwargs.get("smoothing", [])]
+        assert cfg.objective.name == ("natural" if name == "n" else "pgd_at")
+    assert kinds == {"n": [], "a": [], "m1": ["mean"], "m2": ["median"], "g": ["gaussian"],
+                     "e": ["embedded_gaussian"], "ng": ["nonlocal_gaussian"]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "kind"), [("m2_cpu", "median"), ("ng_cpu", "nonlocal_gaussian")])
+def test_fmnist_smoothing_cpu_presets_train_two_steps(name: str, kind: str, tmp_path: Path) -> None:
+    path = CONFIGS / "fms_table1_fmnist" / f"{name}.yaml"
+    overrides = ["steps=2", "batch_size=4", "data.train_subset=16", "data.test_subset=0", f"out_dir={tmp_path}"]
+    try:
+        result = train(load_yaml(TrainConfig, path, overrides), progress=False)
+    except FileNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST is not installed here ({err})")
+    assert [b["kind"] for b in result.model.spec["smoothing"]] == [kind]
