@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint bench fashion-mnist clean
+.PHONY: demo test lint bench fashion-mnist chromium clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,16 @@ fashion-mnist:
 	  || echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests on real data will be skipped"; \
 	else echo "note: Fashion-MNIST IDX files are not in $(FMNIST_DIR); as root run 'apt-get install dataset-fashion-mnist' (tests on real Fashion-MNIST are skipped)"; fi
 
-test: $(STAMP) fashion-mnist
+# Headless Chromium for the browser test of the HTML report (tests/test_report.py); only root can install it.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)) \
+	  || echo "note: could not install chromium; the report's browser test will be skipped"; \
+	else echo "note: /usr/bin/chromium is absent; as root run 'apt-get install chromium chromium-driver' (the report's browser test is skipped)"; fi
+
+test: $(STAMP) fashion-mnist chromium
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 

@@ -1,4 +1,4 @@
-"""The ``attrobust`` command line: list, train, evaluate, bench quickstart (and demo, its alias).
+"""The ``attrobust`` command line: list, train, evaluate, runs, leaderboard, bench quickstart (and demo, its alias).
 
 Errors in the user's input (a bad config key or value, an unknown name, a missing file) print one line
 ``error: ...`` on stderr and exit with code 2, without a traceback.
@@ -33,6 +33,16 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value: dotted.key=value (value parsed as YAML); repeatable."),
 ]
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="Results database (default: $ATTROBUST_DB, else <runs root>/attrobust.db).")
+]
+NoDbOption = Annotated[bool, typer.Option("--no-db", help="Do not record the result in the results database.")]
+
+
+def _db_arg(db: Path | None, no_db: bool) -> Path | bool | None:
+    if db is not None and no_db:
+        raise ValueError(f"--db/--no-db: expected at most one of them, got --db {db} and --no-db")
+    return False if no_db else db
 
 
 def friendly(fn: F) -> F:
@@ -80,12 +90,14 @@ def train_command(
     force: Annotated[bool, typer.Option("--force", help="Retrain even if model.pt exists.")] = False,
     sets: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    db: DbOption = None,
+    no_db: NoDbOption = False,
 ) -> None:
     """Train a model from a YAML config; writes <out_dir>/<name>/{model.pt,state.pt,config.yaml,log.jsonl}."""
     from .train import train
 
     cfg = load_yaml(TrainConfig, config, sets or [])
-    result = train(cfg, resume=resume, force=force, progress=not quiet)
+    result = train(cfg, resume=resume, force=force, progress=not quiet, db=_db_arg(db, no_db))
     if result.reused:
         typer.echo(f"{result.model_path} exists with this config; reused it (--force retrains)")
         return
@@ -117,6 +129,8 @@ def evaluate_command(
     config: Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")] = None,
     sets: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    db: DbOption = None,
+    no_db: NoDbOption = False,
 ) -> None:
     """Evaluate a checkpoint: natural acc, PGD acc, IFIA top-k intersection and Kendall (the papers' columns).
 
@@ -146,7 +160,7 @@ def evaluate_command(
     if attack != "all":
         flags.update(skip_pgd=attack != "pgd", skip_ifia=attack != "ifia")
     cfg = merge(cfg, flags)
-    results = evaluate(checkpoint, cfg, progress=not quiet, out=out)
+    results = evaluate(checkpoint, cfg, progress=not quiet, out=out, db=_db_arg(db, no_db))
     typer.echo(format_table([table_row(checkpoint.parent.name or str(checkpoint), results)]))
     typer.echo(f"results: {results.get('path')}")
 
@@ -161,6 +175,85 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             out[key] = value
     return out
+
+
+@app.command("runs")
+@friendly
+def runs_command(
+    kind: Annotated[str | None, typer.Option(help="Only 'train' or 'evaluate' runs.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only runs on this dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = None,
+    db: DbOption = None,
+) -> None:
+    """List the recorded training runs and evaluations, newest first."""
+    from .store import format_runs, open_store
+
+    with open_store(db, create=False) as store:
+        rows = store.runs(kind=kind, dataset=dataset, limit=limit)
+    typer.echo(format_runs(rows) if rows else f"no runs recorded in {store.path} matching these filters")
+
+
+@app.command("leaderboard")
+@friendly
+def leaderboard_command(
+    dataset: Annotated[str, typer.Option(help="Dataset whose models are ranked.")],
+    metric: Annotated[str, typer.Option(help="topk, kendall, natural_acc, pgd_acc, test_acc, ...")] = "topk",
+    ascending: Annotated[bool, typer.Option("--ascending", help="Lowest value first.")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Rank the models of a dataset by a metric (each model's most recent result)."""
+    from .store import format_leaderboard, open_store
+
+    with open_store(db, create=False) as store:
+        rows = store.leaderboard(dataset, metric, descending=not ascending, limit=limit)
+    typer.echo(format_leaderboard(rows) if rows else f"no completed {metric} results for dataset {dataset!r}")
+
+
+def _name_value(item: str, what: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name or not value:
+        raise ValueError(f"{what}: expected NAME=PATH, got {item!r}")
+    return name, value
+
+
+@app.command("report")
+@friendly
+def report_command(
+    results: Annotated[list[str], typer.Argument(help="results.json files of `attrobust evaluate` (or NAME=PATH).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.html, report.md and the PNG figures.")],
+    models: Annotated[
+        list[str] | None, typer.Option("--models", help="NAME=CHECKPOINT: saliency maps under IFIA; repeatable.")
+    ] = None,
+    title: Annotated[str, typer.Option(help="Heading of the report.")] = "attrobust report",
+    published: Annotated[
+        Path | None, typer.Option(help="YAML/JSON: model -> {natural_acc, pgd_acc, topk, kendall} (fractions).")
+    ] = None,
+    n_examples: Annotated[int, typer.Option(help="Images per saliency grid.")] = 4,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the paths written.")] = False,
+) -> None:
+    """Write an HTML report (self-contained) and a Markdown summary of evaluation results."""
+    import yaml
+
+    from .report import write_report
+
+    items: list[Any] = [
+        _name_value(r, "RESULTS") if "=" in r and not Path(r).exists() else r for r in results
+    ]  # fmt: skip
+    pub = None
+    if published is not None:
+        if not published.is_file():
+            raise FileNotFoundError(f"--published: file not found: {published}")
+        try:
+            pub = yaml.safe_load(published.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"--published: expected a YAML/JSON mapping, got a parse error: {err}") from None
+    html_path, md_path = write_report(
+        items, out, title=title, models=dict(_name_value(m, "--models") for m in models or []), published=pub,
+        n_examples=n_examples, echo=None if quiet else typer.echo,
+    )  # fmt: skip
+    typer.echo(f"html: {html_path}")
+    typer.echo(f"markdown: {md_path}")
 
 
 def _quickstart(out_dir: Path, budget: str, force: bool, quiet: bool) -> None:
