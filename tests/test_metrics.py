@@ -1,4 +1,5 @@
-"""Tests for attrobust.metrics: saliency maps, top-k intersection, Kendall's tau-b (scipy oracle), accuracy."""
+"""Tests for attrobust.metrics: saliency maps, top-k intersection, Kendall's tau-b (scipy oracle), accuracy, and
+the registry contract (every registered metric through shape and finiteness checks)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from attrobust import _ranking
-from attrobust.metrics import METRICS, accuracy, kendall_tau, saliency_map, topk_intersection
+from attrobust.metrics import (
+    METRIC_KIND_INPUTS,
+    METRIC_KINDS,
+    METRICS,
+    accuracy,
+    call_metric,
+    kendall_tau,
+    saliency_map,
+    topk_intersection,
+)
+from conftest import make_tiny_cnn
 
 
 def scipy_tau(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -344,24 +355,69 @@ def test_registry_names_and_lookup():
         METRICS.get("kendal_tau")
 
 
-METRIC_ARGS = {
-    "topk_intersection": lambda a, b, logits, y: (a, b, 5),
-    "kendall_tau": lambda a, b, logits, y: (a, b),
-    "accuracy": lambda a, b, logits, y: (logits, y),
-}
-
-
-@pytest.mark.parametrize("name", sorted(METRIC_ARGS))
-def test_every_registered_metric_is_per_example_and_finite(name):
+def _registry_inputs() -> dict[str, object]:
+    """One value for every input name of every metric kind (a tiny model and batch, maps, values, boxes)."""
     g = torch.Generator().manual_seed(10)
-    a = torch.randn(4, 1, 6, 6, generator=g)
-    b = a + 0.1 * torch.randn(4, 1, 6, 6, generator=g)
-    logits, y = torch.randn(4, 3, generator=g), torch.randint(0, 3, (4,), generator=g)
-    out = METRICS.get(name)(*METRIC_ARGS[name](a, b, logits, y))
-    assert out.shape == (4,)
-    assert torch.isfinite(out).all()
-    assert ((out >= -1) & (out <= 1)).all()
+    a = torch.randn(4, 1, 8, 8, generator=g)
+    model = make_tiny_cnn(num_classes=3)
+    x = torch.rand(4, 1, 8, 8, generator=g) * 0.8 + 0.1
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    corner = torch.randint(0, 4, (4, 2), generator=g)
+    return {
+        "a": a,
+        "b": a + 0.1 * torch.randn(4, 1, 8, 8, generator=g),
+        "u": torch.randn(4, 12, generator=g),
+        "v": torch.randn(4, 12, generator=g),
+        "logits": torch.randn(4, 3, generator=g),
+        "y": y,
+        "model": model,
+        "x": x,
+        "x_adv": (x + 0.02 * torch.randn(4, 1, 8, 8, generator=g)).clamp(0, 1),
+        "pred_boxes": torch.cat([corner, corner + torch.randint(0, 4, (4, 2), generator=g)], 1),
+        "gt_boxes": torch.cat([corner, corner + 2], 1),
+    }
+
+
+_STABILITY = {"explain": "saliency", "n_samples": 2, "noise": 0.01}
+# Options of every registered metric (inputs come from _registry_inputs by the metric's kind).
+METRIC_OPTIONS: dict[str, dict] = {
+    "topk_intersection": {"k": 5},
+    "kendall_tau": {},
+    "spearman": {},
+    "cosine": {},
+    "pearson": {},
+    "ssim": {},
+    "gini": {},
+    "goodman_kruskal_gamma": {},
+    "accuracy": {},
+    "corruption_accuracy": {"transforms": {"identity": lambda t: t, "dim": lambda t: 0.5 * t}},
+    "ris": _STABILITY,
+    "ros": _STABILITY,
+    "rrs": {**_STABILITY, "layer": "1"},
+    "image_gradient_alignment": {},
+    "activation_consistency": {},
+    "box_iou": {},
+    "gt_known_loc": {},
+    "top1_loc": {},
+}
+UNBOUNDED = {"ris", "ros", "rrs"}  # >= 0 without an upper bound; every other metric lies in [-1, 1]
+
+
+@pytest.mark.parametrize("name", sorted(METRIC_OPTIONS))
+def test_every_registered_metric_is_per_example_and_finite(name):
+    options = dict(METRIC_OPTIONS[name])
+    if "explain" in options:
+        options["generator"] = torch.Generator().manual_seed(0)
+    out = call_metric(name, _registry_inputs(), **options)
+    for value in out.values() if isinstance(out, dict) else [out]:
+        assert isinstance(value, torch.Tensor) and value.shape == (4,)
+        assert torch.isfinite(value).all()
+        assert (value >= 0).all() if name in UNBOUNDED else ((value >= -1) & (value <= 1)).all()
 
 
 def test_every_registered_metric_has_test_arguments():
-    assert set(METRICS.names()) == set(METRIC_ARGS), "add call arguments for new metrics to METRIC_ARGS"
+    assert set(METRICS.names()) == set(METRIC_OPTIONS), "add the options of new metrics to METRIC_OPTIONS"
+    assert set(METRICS.names()) == set(METRIC_KINDS), "register metrics with register_metric(name, kind)"
+    needed = {i for inputs in METRIC_KIND_INPUTS.values() for i in inputs}
+    assert needed <= set(_registry_inputs()), "add a test value for every input of a new kind to _registry_inputs"

@@ -10,6 +10,8 @@ metric returns a per-example tensor ``(N,)``; aggregation is the caller's. Bad i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from attrobust._checks import check_k, check_same_shape
@@ -176,8 +178,12 @@ def _count_inversions(v: torch.Tensor) -> torch.Tensor:
     return inversions
 
 
-def _kendall_chunk(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Kendall tau-b (float64) of each row pair of two ``(n, D)`` maps; see :func:`kendall_tau`."""
+def _pair_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Exact pair counts of each row pair of two ``(n, D)`` maps, each an int64 tensor ``(n,)``.
+
+    Returns ``(n0, n1, n2, n3, n_d)``: all pairs ``D (D - 1) / 2``, pairs tied in ``a``, tied in ``b``, tied in
+    both, and discordant pairs. Concordant pairs are ``n0 - n1 - n2 + n3 - n_d``. O(D log D) per row.
+    """
     d = a.shape[1]
     # Sort on b and take its dense ranks, then sort stably on a: the order is lexicographic in (a, b).
     b_sorted, perm = _order_keys(b).sort(dim=1)
@@ -193,8 +199,13 @@ def _kendall_chunk(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ties_joint = _tied_pairs(new_joint)
     # Within a run of equal a the ranks of b increase, so only pairs with a_i < a_j and b_i > b_j invert.
     discordant = _count_inversions(rank_b)
+    total = torch.full_like(discordant, d * (d - 1) // 2)
+    return total, ties_a, ties_b, ties_joint, discordant
 
-    total = d * (d - 1) // 2
+
+def _kendall_chunk(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Kendall tau-b (float64) of each row pair of two ``(n, D)`` maps; see :func:`kendall_tau`."""
+    total, ties_a, ties_b, ties_joint, discordant = _pair_counts(a, b)
     numerator = (total - ties_a - ties_b + ties_joint - 2 * discordant).double()
     denominator_a = (total - ties_a).double()
     denominator_b = (total - ties_b).double()
@@ -225,9 +236,15 @@ def kendall_tau(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     for any batch size.
     """
     a, b = _as_maps(a, b)
+    return _by_chunks(_kendall_chunk, a, b).to(_result_dtype(a))
+
+
+def _by_chunks(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """Apply a row-wise pair kernel ``fn`` to validated maps ``(N, D)`` in row chunks (bounded memory), no autograd."""
     n, d = a.shape
     rows = max(1, _KENDALL_CHUNK_ELEMENTS["cpu" if a.device.type == "cpu" else "other"] // d)
     with torch.no_grad():
         a_d, b_d = a.detach(), b.detach()
-        taus = [_kendall_chunk(a_d[i : i + rows], b_d[i : i + rows]) for i in range(0, n, rows)]
-    return torch.cat(taus).to(_result_dtype(a))
+        return torch.cat([fn(a_d[i : i + rows], b_d[i : i + rows]) for i in range(0, n, rows)])

@@ -1,22 +1,194 @@
-"""Metrics: pure functions on tensors (attribution maps, logits) returning per-example tensors ``(N,)``.
+"""Metrics: pure functions on tensors (attribution maps, logits, boxes) returning per-example tensors ``(N,)``.
 
-Tensor contract: attributions ``(N, C, H, W)``, maps for ranking metrics ``(N, D)`` from :func:`saliency_map`,
-logits ``(N, K)``, labels int64 ``(N,)``. Aggregation is the caller's. Metrics never import attacks; pairing an
-attack with a metric happens in ``attrobust.experiments``.
+Tensor contract: images ``(N, C, H, W)`` in [0, 1], attributions of the input's shape, maps for ranking metrics
+``(N, D)`` from :func:`saliency_map`, logits ``(N, K)``, labels int64 ``(N,)``, boxes ``(N, 4)``. Aggregation is
+the caller's. Metrics never import attacks; pairing an attack with a metric happens in ``attrobust.experiments``.
 
-``METRICS`` maps a name to its function: ``"topk_intersection"`` ``(a, b, k)``, ``"kendall_tau"`` ``(a, b)``,
-``"accuracy"`` ``(logits, y)``.
+Registry
+--------
+``METRICS`` maps a name to its function. Metrics take different inputs, so every metric is registered with a
+*kind*, and every kind names the positional inputs of its metrics (``METRIC_KIND_INPUTS``):
+
+==============  ========================================  ======================================================
+kind            positional inputs                         metrics
+==============  ========================================  ======================================================
+``pair``        ``(a, b)`` two maps / attributions        topk_intersection (``k=``), kendall_tau, spearman,
+                                                          cosine, pearson, ssim (``(N, H, W)`` or 4-dim input)
+``map``         ``(a,)`` one map / attribution            gini
+``values``      ``(u, v)`` ``(N, M)`` paired measurements goodman_kruskal_gamma
+``logits``      ``(logits, y)``                           accuracy
+``model``       ``(model, x, y)``                         ris, ros, rrs (``explain=``, rrs also ``layer=``),
+                                                          image_gradient_alignment, corruption_accuracy
+                                                          (``transforms=``; returns a dict name -> ``(N,)``)
+``model_pair``  ``(model, x, x_adv)``                     activation_consistency
+``boxes``       ``(pred_boxes, gt_boxes)``                box_iou, gt_known_loc
+``boxes_top1``  ``(pred_boxes, gt_boxes, logits, y)``     top1_loc
+==============  ========================================  ======================================================
+
+``METRIC_KINDS[name]`` is a metric's kind; :func:`metric_inputs` its input names; :func:`metrics_of_kind` the
+names of one kind; :func:`call_metric` calls a metric by name, picking its inputs from a mapping
+(``call_metric("kendall_tau", {"a": a, "b": b})``); options (``k``, ``explain``, ...) are keyword arguments.
+A new metric is added with ``register_metric(name, kind)(fn)``; a new kind first with
+``add_metric_kind(kind, inputs)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from attrobust._registry import Registry
-from attrobust.metrics.accuracy import accuracy
-from attrobust.metrics.similarity import kendall_tau, saliency_map, topk_intersection
+from attrobust.metrics.accuracy import accuracy, corruption_accuracy
+from attrobust.metrics.localization import box_iou, boxes_from_maps, gt_known_loc, localization_heatmap, top1_loc
+from attrobust.metrics.similarity import (
+    cosine,
+    goodman_kruskal_gamma,
+    kendall_tau,
+    pearson,
+    saliency_map,
+    spearman,
+    ssim,
+    topk_intersection,
+)
+from attrobust.metrics.sparsity import gini
+from attrobust.metrics.stability import (
+    activation_consistency,
+    image_gradient_alignment,
+    relative_stability,
+    ris,
+    ros,
+    rrs,
+    uniform_perturbations,
+)
 
-METRICS: Registry = Registry("metric")
-METRICS.register("topk_intersection")(topk_intersection)
-METRICS.register("kendall_tau")(kendall_tau)
-METRICS.register("accuracy")(accuracy)
+Metric = Callable[..., Any]
 
-__all__ = ["METRICS", "accuracy", "kendall_tau", "saliency_map", "topk_intersection"]
+METRICS: Registry[Metric] = Registry("metric")
+METRIC_KIND_INPUTS: dict[str, tuple[str, ...]] = {}
+METRIC_KINDS: dict[str, str] = {}
+
+
+def add_metric_kind(kind: str, inputs: tuple[str, ...]) -> None:
+    """Declare a metric kind whose metrics take the positional ``inputs`` (names, e.g. ``("model", "x", "y")``)."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"kind: expected a non-empty string, got {kind!r}")
+    if kind in METRIC_KIND_INPUTS:
+        raise ValueError(f"metric kind {kind!r} is already declared")
+    if not isinstance(inputs, tuple) or not inputs or not all(isinstance(i, str) and i for i in inputs):
+        raise ValueError(f"inputs: expected a non-empty tuple of input names, got {inputs!r}")
+    METRIC_KIND_INPUTS[kind] = inputs
+
+
+def register_metric(name: str, kind: str) -> Callable[[Metric], Metric]:
+    """Decorator adding ``fn`` to ``METRICS`` as ``name`` with the declared ``kind``."""
+    if kind not in METRIC_KIND_INPUTS:
+        raise ValueError(f"kind: expected one of {', '.join(sorted(METRIC_KIND_INPUTS))}, got {kind!r}")
+
+    def add(fn: Metric) -> Metric:
+        METRICS.register(name)(fn)
+        METRIC_KINDS[name] = kind
+        return fn
+
+    return add
+
+
+def metric_kind(name: str) -> str:
+    """The kind of the metric registered as ``name`` (``ValueError`` listing the valid names otherwise)."""
+    METRICS.get(name)
+    return METRIC_KINDS[name]
+
+
+def metric_inputs(name: str) -> tuple[str, ...]:
+    """Names of the positional inputs of the metric registered as ``name``, e.g. ``("a", "b")``."""
+    return METRIC_KIND_INPUTS[metric_kind(name)]
+
+
+def metrics_of_kind(kind: str) -> list[str]:
+    """Sorted names of the registered metrics of ``kind``."""
+    if kind not in METRIC_KIND_INPUTS:
+        raise ValueError(f"kind: expected one of {', '.join(sorted(METRIC_KIND_INPUTS))}, got {kind!r}")
+    return sorted(n for n, k in METRIC_KINDS.items() if k == kind)
+
+
+def call_metric(name: str, inputs: Mapping[str, Any], **options: Any) -> Any:
+    """Call the metric ``name`` with its positional inputs taken from ``inputs`` and ``options`` as keywords.
+
+    Extra entries of ``inputs`` are ignored, so one mapping (``a``, ``b``, ``logits``, ``y``, ``model``, ``x``...)
+    can serve every metric; a missing one raises ``ValueError``. Returns the metric's result (``(N,)``, or a dict
+    of them for ``corruption_accuracy``).
+    """
+    needed = metric_inputs(name)
+    missing = [i for i in needed if i not in inputs]
+    if missing:
+        raise ValueError(f"inputs: metric {name!r} expected inputs {needed}, missing {missing}")
+    return METRICS.get(name)(*(inputs[i] for i in needed), **options)
+
+
+for _kind, _inputs in (
+    ("pair", ("a", "b")),
+    ("map", ("a",)),
+    ("values", ("u", "v")),
+    ("logits", ("logits", "y")),
+    ("model", ("model", "x", "y")),
+    ("model_pair", ("model", "x", "x_adv")),
+    ("boxes", ("pred_boxes", "gt_boxes")),
+    ("boxes_top1", ("pred_boxes", "gt_boxes", "logits", "y")),
+):
+    add_metric_kind(_kind, _inputs)
+
+for _name, _fn, _kind in (
+    ("topk_intersection", topk_intersection, "pair"),
+    ("kendall_tau", kendall_tau, "pair"),
+    ("spearman", spearman, "pair"),
+    ("cosine", cosine, "pair"),
+    ("pearson", pearson, "pair"),
+    ("ssim", ssim, "pair"),
+    ("gini", gini, "map"),
+    ("goodman_kruskal_gamma", goodman_kruskal_gamma, "values"),
+    ("accuracy", accuracy, "logits"),
+    ("corruption_accuracy", corruption_accuracy, "model"),
+    ("ris", ris, "model"),
+    ("ros", ros, "model"),
+    ("rrs", rrs, "model"),
+    ("image_gradient_alignment", image_gradient_alignment, "model"),
+    ("activation_consistency", activation_consistency, "model_pair"),
+    ("box_iou", box_iou, "boxes"),
+    ("gt_known_loc", gt_known_loc, "boxes"),
+    ("top1_loc", top1_loc, "boxes_top1"),
+):
+    register_metric(_name, _kind)(_fn)
+del _kind, _inputs, _name, _fn
+
+__all__ = [
+    "METRICS",
+    "METRIC_KINDS",
+    "METRIC_KIND_INPUTS",
+    "accuracy",
+    "activation_consistency",
+    "add_metric_kind",
+    "box_iou",
+    "boxes_from_maps",
+    "call_metric",
+    "corruption_accuracy",
+    "cosine",
+    "gini",
+    "goodman_kruskal_gamma",
+    "gt_known_loc",
+    "image_gradient_alignment",
+    "kendall_tau",
+    "localization_heatmap",
+    "metric_inputs",
+    "metric_kind",
+    "metrics_of_kind",
+    "pearson",
+    "register_metric",
+    "relative_stability",
+    "ris",
+    "ros",
+    "rrs",
+    "saliency_map",
+    "spearman",
+    "ssim",
+    "top1_loc",
+    "uniform_perturbations",
+]

@@ -1,14 +1,17 @@
-"""Per-example accuracy of logits against labels.
+"""Per-example accuracy of logits against labels, clean or under input corruptions.
 
-Tensor contract: models return logits ``(N, K)``; labels are int64 ``(N,)``. Metrics return per-example tensors
-``(N,)``; aggregation (mean, count) is the caller's.
+Tensor contract: images are float ``(N, C, H, W)`` in [0, 1]; models return logits ``(N, K)``; labels are int64
+``(N,)``. Metrics return per-example tensors ``(N,)``; aggregation (mean, count) is the caller's.
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable, Mapping
 
-from attrobust._checks import check_labels, check_logits
+import torch
+from torch import nn
+
+from attrobust._checks import check_images, check_labels, check_logits, warn_if_training
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -37,3 +40,46 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if y.device != logits.device:
         raise ValueError(f"logits, y: expected tensors on the same device, got {logits.device} and {y.device}")
     return (logits.argmax(1) == y).float()
+
+
+def corruption_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    transforms: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+) -> dict[str, torch.Tensor]:
+    """Per-example accuracy of ``model`` on each corrupted copy of ``x`` (ART paper, Table 3).
+
+    Metrics do not know the corruptions themselves: the caller maps names to transforms, e.g.
+    ``{name: functools.partial(attrobust.attacks.corruptions.corrupt, name=name, severity=3, generator=g)}``
+    (the positional image argument first).
+
+    Args:
+        model: classifier returning logits ``(N, K)`` (eval mode).
+        x: images ``(N, C, H, W)`` in [0, 1].
+        y: int64 labels ``(N,)``.
+        transforms: non-empty mapping from a name to a callable ``(N, C, H, W) -> (N, C, H, W)`` returning images
+            in [0, 1]; applied in the mapping's order, each once, without autograd.
+
+    Returns:
+        dict with the same names (same order) -> float32 tensors ``(N,)`` of 0.0 / 1.0 (see :func:`accuracy`).
+    """
+    check_images(x)
+    warn_if_training(model)
+    if not isinstance(transforms, Mapping) or not transforms:
+        raise ValueError(f"transforms: expected a non-empty mapping name -> callable, got {transforms!r}")
+    for name, fn in transforms.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise ValueError(f"transforms: expected str names mapped to callables, got {name!r}: {fn!r}")
+    results: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, fn in transforms.items():
+            xc = fn(x.detach())
+            check_images(xc, f"transforms[{name!r}](x)")
+            if xc.shape != x.shape:
+                raise ValueError(f"transforms[{name!r}](x): expected shape {tuple(x.shape)}, got {tuple(xc.shape)}")
+            logits = model(xc)
+            if not isinstance(logits, torch.Tensor):
+                raise ValueError(f"model: expected a logits tensor ({x.shape[0]}, K), got {type(logits).__name__}")
+            results[name] = accuracy(logits, y)
+    return results
