@@ -333,6 +333,7 @@ def test_init_starts_from_a_trained_run_and_rejects_another_architecture(tmp_pat
     key = "features.0.weight"
     assert not torch.allclose(fresh.model.state_dict()[key], first.model.state_dict()[key])
     with pytest.raises(ValueError, match="init: expected a checkpoint of the architecture"):
-        train(tiny_config(tmp_path, name="other", model={"name": "mnist_cnn"}, init=str(first.model_path)), progress=False)
+        other = tiny_config(tmp_path, name="other", model={"name": "mnist_cnn"}, init=str(first.model_path))
+        train(other, progress=False)
     with pytest.raises(ValueError, match="init: expected a checkpoint file"):
         train(tiny_config(tmp_path, name="missing", init=str(tmp_path / "nope")), progress=False)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from . import distributed
 from .config import TrainConfig, apply_overrides, eval_defaults, load_yaml, merge, merge_yaml
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,6 +99,10 @@ def train_command(
 
     cfg = load_yaml(TrainConfig, config, sets or [])
     result = train(cfg, resume=resume, force=force, progress=not quiet, db=_db_arg(db, no_db))
+    main = distributed.context(cfg.device).main
+    distributed.shutdown()
+    if not main:
+        return
     if result.reused:
         typer.echo(f"{result.model_path} exists with this config; reused it (--force retrains)")
         return
@@ -161,6 +166,10 @@ def evaluate_command(
         flags.update(skip_pgd=attack != "pgd", skip_ifia=attack != "ifia")
     cfg = merge(cfg, flags)
     results = evaluate(checkpoint, cfg, progress=not quiet, out=out, db=_db_arg(db, no_db))
+    main = distributed.context(cfg.device).main
+    distributed.shutdown()
+    if not main:
+        return
     typer.echo(format_table([table_row(checkpoint.parent.name or str(checkpoint), results)]))
     typer.echo(f"results: {results.get('path')}")
 

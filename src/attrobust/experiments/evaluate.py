@@ -28,6 +28,7 @@ from .. import attacks
 from .. import data as data_lib
 from .. import models as models_lib
 from ..data import ImageDataset
+from . import distributed
 from .config import EvalConfig, to_dict
 from .train import derive_seed
 
@@ -153,41 +154,37 @@ def evaluate(
     x_all, y_all = ds.images[idx], ds.labels[idx]
     n = len(idx)
     slices = _batches(n, config.batch_size)
-    device = config.device
-    timings: dict[str, float] = {}
+    ctx = distributed.context(config.device)
+    device = ctx.device(config.device)
+    model = model.to(device)
+    mine = [b for b in range(len(slices)) if b % ctx.world == ctx.rank]
 
     was_training = model.training
     model.eval()
+    parts: dict[int, dict[str, Any]] = {}
+    bar = tqdm(total=sum(slices[b].stop - slices[b].start for b in mine), desc="evaluate", unit="img",
+               disable=not (progress and ctx.main), dynamic_ncols=True)  # fmt: skip
     try:
-        t = time.perf_counter()
-        correct = torch.zeros(n, dtype=torch.bool)
-        with torch.no_grad():
-            for s in tqdm(slices, desc="natural", disable=not progress, leave=False):
-                correct[s] = model(x_all[s].to(device)).argmax(1).cpu() == y_all[s]
-        timings["natural"] = time.perf_counter() - t
-
-        pgd_correct = None
-        if not config.skip_pgd:
-            t = time.perf_counter()
-            pgd_correct = torch.zeros(n, dtype=torch.bool)
-            gen = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "pgd"))
-            for s in tqdm(slices, desc="PGD", disable=not progress, leave=False):
-                xb, yb = x_all[s].to(device), y_all[s].to(device)
-                x_adv = attacks.pgd(
-                    model, xb, yb, eps=config.pgd.eps, step_size=config.pgd.step_size, steps=config.pgd.steps,
-                    random_start=config.pgd.random_start, generator=gen,
-                )  # fmt: skip
-                with torch.no_grad():
-                    pgd_correct[s] = model(x_adv).argmax(1).cpu() == y_all[s]
-            timings["pgd"] = time.perf_counter() - t
-
-        ifia_cols = None
-        if not config.skip_ifia:
-            t = time.perf_counter()
-            ifia_cols = _run_ifia(model, x_all, y_all, idx, correct, config, progress)
-            timings["ifia"] = time.perf_counter() - t
+        for b in mine:
+            xb, yb = x_all[slices[b]].to(device), y_all[slices[b]].to(device)
+            parts[b] = _evaluate_batch(model, b, xb, yb, config)
+            bar.update(len(yb))
+            topk = [v for part in parts.values() for v in part["ifia"]["topk"]] if not config.skip_ifia else []
+            if topk:
+                bar.set_postfix(topk=f"{sum(topk) / len(topk):.3f}")
     finally:
+        bar.close()
         model.train(was_training)
+    for gathered in distributed.gather(parts, ctx)[1:] if ctx.active else []:
+        parts.update(gathered)
+    if ctx.active and not ctx.main:
+        parts = {}
+    merged = _merge_batches([parts[b] for b in sorted(parts)], idx, config) if ctx.main or not ctx.active else None
+    merged = distributed.broadcast(merged, ctx)
+    correct = torch.tensor(merged["natural_correct"], dtype=torch.bool)
+    pgd_correct = None if merged["pgd_correct"] is None else torch.tensor(merged["pgd_correct"], dtype=torch.bool)
+    ifia_cols = merged["ifia"]
+    timings: dict[str, float] = dict(merged["timings"])
     timings["total"] = time.perf_counter() - t_start
 
     summary: dict[str, Any] = {
@@ -225,10 +222,13 @@ def evaluate(
             "ifia": ifia_cols,
         },
         "timings": timings,
+        "processes": ctx.world,
         "torch_version": torch.__version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     results = _clean(results)
+    if ctx.active and not ctx.main:
+        return results
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,39 +243,75 @@ def evaluate(
     return results
 
 
-def _run_ifia(
-    model: nn.Module,
-    x_all: torch.Tensor,
-    y_all: torch.Tensor,
-    idx: torch.Tensor,
-    correct: torch.Tensor,
-    config: EvalConfig,
-    progress: bool,
-) -> dict[str, list[Any]]:
-    """IFIA on the correctly classified samples; per-example columns (dataset index, topk, kendall, valid, step)."""
-    cfg = config.ifia
-    keep = correct.nonzero().flatten()
-    cols: dict[str, list[Any]] = {"index": idx[keep].tolist(), "topk": [], "kendall": [], "valid": [], "step": []}
-    gen = torch.Generator(device=config.device).manual_seed(derive_seed(config.seed, "ifia"))
-    slices = _batches(len(keep), config.batch_size)
-    bar = tqdm(total=len(keep), desc="IFIA", unit="img", disable=not progress, leave=False)
-    for s in slices:
-        sel = keep[s]
-        res = attacks.ifia(
-            model, x_all[sel].to(config.device), y_all[sel].to(config.device),
-            attribution=cfg.attribution, k=cfg.k, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-            beta=cfg.beta, dissimilarity=cfg.dissimilarity, ig_steps=cfg.ig_steps, restarts=cfg.restarts,
-            select_by=cfg.select_by, generator=gen,
+def _evaluate_batch(
+    model: nn.Module, b: int, xb: torch.Tensor, yb: torch.Tensor, config: EvalConfig
+) -> dict[str, Any]:
+    """Natural accuracy, PGD accuracy and IFIA (on the correctly classified) of evaluation batch ``b``.
+
+    ``xb`` float ``(B, C, H, W)`` in [0, 1], ``yb`` int64 ``(B,)``. The attacks' random numbers come from
+    generators seeded by ``(config.seed, b)``, so the batch gives the same values in whichever process runs it.
+    Returns per-example columns (``ifia`` columns for the attacked examples only, ``local`` their positions in
+    the batch) and the seconds of each phase.
+    """
+    device = xb.device
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    with torch.no_grad():
+        correct = model(xb).argmax(1) == yb
+    timings["natural"] = time.perf_counter() - t
+    out: dict[str, Any] = {"natural_correct": correct.cpu().tolist(), "pgd_correct": None, "ifia": None}
+    if not config.skip_pgd:
+        t = time.perf_counter()
+        gen = torch.Generator(device=device).manual_seed(derive_seed(config.seed, f"pgd/{b}"))
+        x_adv = attacks.pgd(
+            model, xb, yb, eps=config.pgd.eps, step_size=config.pgd.step_size, steps=config.pgd.steps,
+            random_start=config.pgd.random_start, generator=gen,
         )  # fmt: skip
-        cols["topk"] += res.topk.double().cpu().tolist()
-        cols["kendall"] += res.kendall.double().cpu().tolist()
-        cols["valid"] += res.valid.cpu().tolist()
-        cols["step"] += res.step.cpu().tolist()
-        bar.update(len(sel))
-        if cols["topk"]:
-            bar.set_postfix(topk=f"{sum(cols['topk']) / len(cols['topk']):.3f}")
-    bar.close()
-    return cols
+        with torch.no_grad():
+            out["pgd_correct"] = (model(x_adv).argmax(1) == yb).cpu().tolist()
+        timings["pgd"] = time.perf_counter() - t
+    if not config.skip_ifia:
+        t = time.perf_counter()
+        keep = correct.nonzero().flatten()
+        cols: dict[str, list[Any]] = {"local": keep.cpu().tolist(), "topk": [], "kendall": [], "valid": [], "step": []}
+        if len(keep):
+            cfg = config.ifia
+            gen = torch.Generator(device=device).manual_seed(derive_seed(config.seed, f"ifia/{b}"))
+            res = attacks.ifia(
+                model, xb[keep], yb[keep],
+                attribution=cfg.attribution, k=cfg.k, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
+                beta=cfg.beta, dissimilarity=cfg.dissimilarity, ig_steps=cfg.ig_steps, restarts=cfg.restarts,
+                select_by=cfg.select_by, generator=gen,
+            )  # fmt: skip
+            cols.update(topk=res.topk.double().cpu().tolist(), kendall=res.kendall.double().cpu().tolist(),
+                        valid=res.valid.cpu().tolist(), step=res.step.cpu().tolist())  # fmt: skip
+        out["ifia"] = cols
+        timings["ifia"] = time.perf_counter() - t
+    out["timings"] = timings
+    return out
+
+
+def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalConfig) -> dict[str, Any]:
+    """Concatenate per-batch columns (in batch order) into the per-example columns of the whole evaluation."""
+    merged: dict[str, Any] = {"natural_correct": [], "pgd_correct": None if config.skip_pgd else [], "ifia": None}
+    timings: dict[str, float] = {}
+    if not config.skip_ifia:
+        merged["ifia"] = {"index": [], "topk": [], "kendall": [], "valid": [], "step": []}
+    offset = 0
+    for part in parts:
+        merged["natural_correct"] += part["natural_correct"]
+        if merged["pgd_correct"] is not None:
+            merged["pgd_correct"] += part["pgd_correct"]
+        if merged["ifia"] is not None:
+            cols = part["ifia"]
+            merged["ifia"]["index"] += [int(idx[offset + i]) for i in cols["local"]]
+            for key in ("topk", "kendall", "valid", "step"):
+                merged["ifia"][key] += cols[key]
+        for key, value in part["timings"].items():
+            timings[key] = timings.get(key, 0.0) + value
+        offset += len(part["natural_correct"])
+    merged["timings"] = timings
+    return merged
 
 
 TABLE_COLUMNS = ("model", "natural acc", "PGD acc", "top-k", "Kendall", "no-valid")

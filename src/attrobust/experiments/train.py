@@ -15,6 +15,10 @@ identical to an uninterrupted run.
 The learning rate is set by a ``LambdaLR`` scheduler stepped after every optimiser step; its factor is a
 function of the progress in epochs (``step / steps_per_epoch``) as documented on
 :class:`~attrobust.experiments.config.OptimConfig`.
+
+Under ``torchrun`` (see :mod:`.distributed`) ``batch_size`` is the global batch: each of the ``W`` processes
+trains on its ``batch_size / W`` slice of the step's batch, gradients are averaged over the processes, and rank
+0 writes every file. With the same global batch the run follows the single-process one up to float rounding.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .. import data as data_lib
 from .. import models as models_lib
 from .. import objectives as objectives_lib
 from ..data import ImageDataset
+from . import distributed
 from .config import OptimConfig, TrainConfig, from_dict, save_yaml, to_dict
 
 # keys of a TrainConfig that do not change the trained weights (ignored when comparing a run with its files)
@@ -217,12 +222,20 @@ def train(
     model_path, state_path, log_path = run_dir / "model.pt", run_dir / "state.pt", run_dir / "log.jsonl"
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
         raise ValueError(f"stop_after: expected an integer >= 1 or None, got {stop_after!r}")
+    ctx = distributed.context(config.device)
+    device = ctx.device(config.device)
+    if config.batch_size % ctx.world:
+        raise ValueError(
+            f"batch_size: expected a multiple of the {ctx.world} processes (the global batch is split evenly), "
+            f"got {config.batch_size}"
+        )
 
-    if force:
+    if force and ctx.main:
         for p in (model_path, state_path, log_path):
             p.unlink(missing_ok=True)
+    distributed.barrier(ctx)
     if model_path.exists():
-        model, info = models_lib.load(model_path, map_location=config.device)
+        model, info = models_lib.load(model_path, map_location=device)
         _check_same_run(info.get("config"), config, model_path)
         meta = info.get("meta") or {}
         return TrainResult(
@@ -244,14 +257,22 @@ def train(
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size: expected at most the training set size {len(ds)}, got {config.batch_size}")
     total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
-    model = build_model(config, ds).to(config.device)
+    model = build_model(config, ds).to(device)
+    distributed.broadcast_parameters(model, ctx)
     optimizer = make_optimizer(config.optim, model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(config.optim, s, steps_per_epoch, total)
     )
-    generator = torch.Generator(device=config.device).manual_seed(derive_seed(config.seed, "objective"))
+    tag = f"objective/{ctx.rank}" if ctx.active else "objective"
+    generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, tag))
     step = 0
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (resume and state_path.exists()):
+            state_path.unlink(missing_ok=True)
+            log_path.unlink(missing_ok=True)
+        save_yaml(config, run_dir / "config.yaml")
+    distributed.barrier(ctx)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "global"))
@@ -261,32 +282,39 @@ def train(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"])
+            generators = state.get("generators") or [state["generator"]]
+            if len(generators) != ctx.world:
+                raise ValueError(
+                    f"{state_path}: expected a state saved by {ctx.world} process(es), got {len(generators)}; "
+                    "resume with the same number of processes or use force=True"
+                )
+            generator.set_state(generators[ctx.rank])
             torch.set_rng_state(state["torch_rng"])
             step = int(state["step"])
-        else:
-            state_path.unlink(missing_ok=True)
-            log_path.unlink(missing_ok=True)
-        save_yaml(config, run_dir / "config.yaml")
+        distributed.barrier(ctx)
 
         def checkpoint(at_step: int) -> None:
-            _save_state(
-                state_path,
-                {
-                    "step": at_step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "config": to_dict(config),
-                },
-            )
+            generators = distributed.gather(generator.get_state(), ctx)
+            if ctx.main:
+                _save_state(
+                    state_path,
+                    {
+                        "step": at_step,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generators[0],
+                        "generators": generators,
+                        "torch_rng": torch.get_rng_state(),
+                        "config": to_dict(config),
+                    },
+                )
+            distributed.barrier(ctx)
 
         end = total if stop_after is None else max(step, min(total, stop_after))
         history, seconds = _loop(
             model, objective, ds, config, optimizer, scheduler, generator, step, end, steps_per_epoch,
-            log_path, checkpoint, progress,
+            log_path, checkpoint, progress and ctx.main, ctx, device,
         )  # fmt: skip
         step = end
         checkpoint(step)
@@ -298,14 +326,19 @@ def train(
         completed=completed, seconds=seconds, history=history,
     )  # fmt: skip
     if completed:
-        if config.data.test_subset != 0 and dataset is None:
-            result.test_acc = clean_accuracy(model, load_train_data(config, "test"), device=config.device)
-        result.model_path = models_lib.save(
-            model, model_path, config=to_dict(config), steps=step, seconds=seconds, test_acc=result.test_acc
-        )
-    from .store import record_train_result  # imported here: the store imports evaluate, which imports this module
+        if ctx.main:
+            if config.data.test_subset != 0 and dataset is None:
+                result.test_acc = clean_accuracy(model, load_train_data(config, "test"), device=device)
+            models_lib.save(
+                model, model_path, config=to_dict(config), steps=step, seconds=seconds, test_acc=result.test_acc
+            )
+        result.test_acc = distributed.broadcast(result.test_acc, ctx)
+        result.model_path = model_path
+    if ctx.main:
+        from .store import record_train_result  # imported here: the store imports evaluate, which imports this
 
-    record_train_result(result, db)
+        record_train_result(result, db)
+    distributed.barrier(ctx)
     return result
 
 
@@ -323,8 +356,13 @@ def _loop(
     log_path: Path,
     checkpoint: Callable[[int], None],
     progress: bool,
+    ctx: distributed.Dist,
+    device: str,
 ) -> tuple[list[dict[str, float]], float]:
-    """Run global steps ``start..end-1``; returns the logged history and the seconds spent."""
+    """Run global steps ``start..end-1``; returns the logged history and the seconds spent.
+
+    This process trains on its slice ``[rank * b, (rank + 1) * b)`` (``b = batch_size / world``) of each step's
+    batch; gradients are averaged over the processes before the optimiser step and the logged means too."""
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
     count = 0
@@ -333,12 +371,14 @@ def _loop(
     bar = tqdm(total=end, initial=start, desc=config.name, unit="step", disable=not progress, dynamic_ncols=True)
     model.train()
     set_step = getattr(objective, "set_step", None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    local = config.batch_size // ctx.world
     for step in range(start, end):
         epoch, i = divmod(step, steps_per_epoch)
         if epoch != perm_epoch:
             perm_epoch, perm = epoch, epoch_permutation(config.seed, epoch, len(ds))
-        idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-        x, y = ds.images[idx].to(config.device), ds.labels[idx].to(config.device)
+        idx = perm[i * config.batch_size : (i + 1) * config.batch_size][ctx.rank * local : (ctx.rank + 1) * local]
+        x, y = ds.images[idx].to(device), ds.labels[idx].to(device)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.zero_grad(set_to_none=True)
         if set_step is not None:
@@ -347,6 +387,7 @@ def _loop(
         if not torch.isfinite(loss):
             raise ValueError(f"training diverged: expected a finite loss, got {float(loss.detach())} at step {step}")
         loss.backward()
+        distributed.average_gradients(params, ctx)
         optimizer.step()
         scheduler.step()
         for key, value in logs.items():
@@ -355,11 +396,12 @@ def _loop(
         done = step + 1
         if done % config.log_every == 0 or done == end:
             record = {"step": done, "epoch": done / steps_per_epoch, "lr": lr}
-            record.update({k: v / count for k, v in sums.items()})
+            record.update(distributed.mean_over_ranks({k: v / count for k, v in sums.items()}, ctx))
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            if ctx.main:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
             bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss", "acc") if k in record})
             sums, count = {}, 0
         if done % config.checkpoint_every == 0 and done < end:
