@@ -129,7 +129,6 @@ class TrainConfig:
 
     name: str
     seed: int = 0
-    init: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -141,6 +140,7 @@ class TrainConfig:
     log_every: int = 50
     out_dir: str = "runs"
     device: str = "cpu"
+    init: str | None = None
 
     def __post_init__(self) -> None:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("objective", ObjectiveConfig),
