@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint bench fashion-mnist chromium clean
+.PHONY: demo test test-oracle lint bench fashion-mnist chromium clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ chromium:
 
 test: $(STAMP) fashion-mnist chromium
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+# The suite with the optional Quantus oracle installed (its tests are skipped by `make test` without it).
+test-oracle: $(STAMP) fashion-mnist chromium
+	$(PY) -m pip install -q -c constraints.txt -e '.[oracle]'
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
