@@ -69,7 +69,8 @@ def test_two_process_evaluation_equals_one_process_exactly(tmp_path: Path) -> No
                 progress=False, db=False)  # fmt: skip
     eval_cfg = {"n": 20, "batch_size": 6, "pgd": {"eps": 0.1, "step_size": 0.05, "steps": 3},
                 "ifia": {"k": 10, "eps": 0.1, "step_size": 0.02, "steps": 3, "ig_steps": 4, "beta": 5.0,
-                         "restarts": 1}}  # fmt: skip
+                         "restarts": 1},
+                "metrics": ["gini", "ssim", "road"], "suite": {"road_fractions": [0.3]}}  # fmt: skip
     single = evaluate(run.model_path, from_dict(EvalConfig, eval_cfg), progress=False,
                       out=tmp_path / "one.json", db=False)  # fmt: skip
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(eval_cfg))
@@ -79,6 +80,7 @@ def test_two_process_evaluation_equals_one_process_exactly(tmp_path: Path) -> No
     assert multi["processes"] == 2 and single["processes"] == 1
     assert multi["per_example"] == single["per_example"]
     assert multi["summary"] == single["summary"]
+    assert set(multi["per_example"]["metrics"]) == {"gini", "ssim", "road", "road_curve"}
     assert single["summary"]["ifia"]["attacked"] > 6, "several batches were attacked"
 
 

@@ -15,6 +15,7 @@ import typer
 
 from . import distributed
 from .config import TrainConfig, apply_overrides, eval_defaults, load_yaml, merge, merge_yaml
+from .suite import SUITE_METRICS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +73,8 @@ def registries() -> dict[str, list[str]]:
         "corruptions": attacks.CORRUPTIONS.names(),
         "objectives": objectives.OBJECTIVES.names(),
         "metrics": metrics.METRICS.names(),
+        "evaluate --metrics": list(SUITE_METRICS),
+        "smoothing": models.SMOOTHING_KINDS.names(),
     }
 
 
@@ -80,7 +83,7 @@ def registries() -> dict[str, list[str]]:
 def list_command() -> None:
     """Show the registered datasets, models, attributions, attacks, objectives and metrics."""
     for kind, names in registries().items():
-        typer.echo(f"{kind + ':':14s} {', '.join(names)}")
+        typer.echo(f"{kind + ':':20s} {', '.join(names)}")
 
 
 @app.command("train")
@@ -130,6 +133,10 @@ def evaluate_command(
     beta: Annotated[float | None, typer.Option(help="Softplus beta of the IFIA surrogate.")] = None,
     restarts: Annotated[int | None, typer.Option(help="IFIA restarts (worst case kept).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per batch.")] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="Extra metrics: 'all' or comma-separated names (attrobust list shows them)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Results JSON (default: results.json beside CHECKPOINT).")] = None,
     config: Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")] = None,
     sets: SetOption = None,
@@ -162,6 +169,8 @@ def evaluate_command(
         },
     }  # fmt: skip
     flags = _drop_none(flags)
+    if metrics is not None:
+        flags["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
     if attack != "all":
         flags.update(skip_pgd=attack != "pgd", skip_ifia=attack != "ifia")
     cfg = merge(cfg, flags)

@@ -204,11 +204,39 @@ class IFIAEvalConfig:
 
 
 @dataclass
+class SuiteConfig:
+    """Settings of the extra metrics (``EvalConfig.metrics``; see :mod:`attrobust.experiments.suite`).
+
+    ``stability_samples`` neighbours uniform in an l_inf ball of ``stability_noise`` for RIS/ROS/RRS (the
+    smoothing paper's appendix I.2); ``road_fractions`` of pixels removed by ROAD; ``ssim_sigmas``: Gaussian
+    input-noise levels of the SSIM-under-noise curve; ``corruption_severity`` (1-5) of the corruptions;
+    ``bound_attribution`` (``saliency``, ``input_x_gradient``, ``integrated_gradients``) whose deviation the upper
+    bounds cover, on a Softplus(``ifia.beta``) copy (``bound_beta`` when ``ifia.beta`` is unset)."""
+
+    stability_samples: int = 10
+    stability_noise: float = 0.05
+    road_fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    ssim_sigmas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3])
+    corruption_severity: int = 3
+    bound_attribution: str = "saliency"
+    bound_beta: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check_min(self.stability_samples, "suite.stability_samples", 1)
+        _check_min(self.corruption_severity, "suite.corruption_severity", 1)
+        if self.corruption_severity > 5:
+            raise ValueError(f"suite.corruption_severity: expected 1..5, got {self.corruption_severity}")
+        if not self.road_fractions or not all(0 <= f < 1 for f in self.road_fractions):
+            raise ValueError(f"suite.road_fractions: expected fractions in [0, 1), got {self.road_fractions!r}")
+
+
+@dataclass
 class EvalConfig:
     """An evaluation: ``n`` test samples (``sample="first"``: the first n, as the papers' code; ``"seeded"``: a
     random n drawn with ``seed``; ``n=None``: the whole split), natural accuracy, PGD accuracy and IFIA
     top-k/Kendall on the correctly classified ones. ``dataset=None`` uses the checkpoint's training dataset.
-    The defaults are the RAR paper's MNIST setting (see :data:`EVAL_PRESETS`)."""
+    The defaults are the RAR paper's MNIST setting (see :data:`EVAL_PRESETS`). ``metrics`` adds metrics of the
+    suite by name (``["all"]``: every one that applies), set up by ``suite``."""
 
     n: int | None = 100
     sample: Literal["first", "seeded"] = "first"
@@ -222,10 +250,13 @@ class EvalConfig:
     ifia: IFIAEvalConfig = field(default_factory=IFIAEvalConfig)
     skip_pgd: bool = False
     skip_ifia: bool = False
+    metrics: list[str] = field(default_factory=list)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
 
     def __post_init__(self) -> None:
         _nested(self, "pgd", PGDEvalConfig)
         _nested(self, "ifia", IFIAEvalConfig)
+        _nested(self, "suite", SuiteConfig)
         _check_min(self.n, "n", 1)
         _check_min(self.batch_size, "batch_size", 1)
 

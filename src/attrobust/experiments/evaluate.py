@@ -28,7 +28,7 @@ from .. import attacks
 from .. import data as data_lib
 from .. import models as models_lib
 from ..data import ImageDataset
-from . import distributed
+from . import distributed, suite
 from .config import EvalConfig, to_dict
 from .train import derive_seed
 
@@ -134,6 +134,7 @@ def evaluate(
     in eval mode).
     """
     config = config or EvalConfig()
+    suite.check_names(list(config.metrics))
     t_start = time.perf_counter()
     checkpoint, train_config, sha = None, None, None
     if isinstance(model_or_checkpoint, str | Path):
@@ -158,6 +159,8 @@ def evaluate(
     device = ctx.device(config.device)
     model = model.to(device)
     mine = [b for b in range(len(slices)) if b % ctx.world == ctx.rank]
+    boxes_all = ds.boxes[idx] if getattr(ds, "boxes", None) is not None else None
+    metric_names, metric_notes = suite.resolve(list(config.metrics), config, boxes_all is not None)
 
     was_training = model.training
     model.eval()
@@ -167,7 +170,8 @@ def evaluate(
     try:
         for b in mine:
             xb, yb = x_all[slices[b]].to(device), y_all[slices[b]].to(device)
-            parts[b] = _evaluate_batch(model, b, xb, yb, config)
+            boxes = None if boxes_all is None else boxes_all[slices[b]]
+            parts[b] = _evaluate_batch(model, b, xb, yb, config, metric_names, boxes)
             bar.update(len(yb))
             topk = [v for part in parts.values() for v in part["ifia"]["topk"]] if not config.skip_ifia else []
             if topk:
@@ -185,6 +189,9 @@ def evaluate(
     pgd_correct = None if merged["pgd_correct"] is None else torch.tensor(merged["pgd_correct"], dtype=torch.bool)
     ifia_cols = merged["ifia"]
     timings: dict[str, float] = dict(merged["timings"])
+    metric_summary, curves = suite.summarize(
+        merged["metrics"], config, config.ifia.attribution, ifia_cols["kendall"] if ifia_cols else None
+    )
     timings["total"] = time.perf_counter() - t_start
 
     summary: dict[str, Any] = {
@@ -195,6 +202,7 @@ def evaluate(
         "kendall": None,
         "no_valid": None,
         "ifia": None,
+        "metrics": metric_summary or None,
     }
     if ifia_cols is not None:
         valid = torch.tensor(ifia_cols["valid"], dtype=torch.bool)
@@ -220,7 +228,10 @@ def evaluate(
             "natural_correct": correct.tolist(),
             "pgd_correct": pgd_correct.tolist() if pgd_correct is not None else None,
             "ifia": ifia_cols,
+            "metrics": merged["metrics"] or None,
         },
+        **curves,
+        "metrics_left_out": metric_notes,
         "timings": timings,
         "processes": ctx.world,
         "torch_version": torch.__version__,
@@ -244,14 +255,21 @@ def evaluate(
 
 
 def _evaluate_batch(
-    model: nn.Module, b: int, xb: torch.Tensor, yb: torch.Tensor, config: EvalConfig
+    model: nn.Module,
+    b: int,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    config: EvalConfig,
+    metric_names: list[str] = (),  # type: ignore[assignment]
+    boxes: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Natural accuracy, PGD accuracy and IFIA (on the correctly classified) of evaluation batch ``b``.
 
     ``xb`` float ``(B, C, H, W)`` in [0, 1], ``yb`` int64 ``(B,)``. The attacks' random numbers come from
     generators seeded by ``(config.seed, b)``, so the batch gives the same values in whichever process runs it.
-    Returns per-example columns (``ifia`` columns for the attacked examples only, ``local`` their positions in
-    the batch) and the seconds of each phase.
+    ``metric_names`` (resolved by :func:`.suite.resolve`) adds the columns of those metrics (``boxes (B, 4)``
+    for localisation). Returns per-example columns (``ifia`` columns for the attacked examples only, ``local``
+    their positions in the batch) and the seconds of each phase.
     """
     device = xb.device
     timings: dict[str, float] = {}
@@ -259,7 +277,9 @@ def _evaluate_batch(
     with torch.no_grad():
         correct = model(xb).argmax(1) == yb
     timings["natural"] = time.perf_counter() - t
-    out: dict[str, Any] = {"natural_correct": correct.cpu().tolist(), "pgd_correct": None, "ifia": None}
+    out: dict[str, Any] = {"natural_correct": correct.cpu().tolist(), "pgd_correct": None, "ifia": None,
+                           "metrics": {}}  # fmt: skip
+    res = None
     if not config.skip_pgd:
         t = time.perf_counter()
         gen = torch.Generator(device=device).manual_seed(derive_seed(config.seed, f"pgd/{b}"))
@@ -287,13 +307,21 @@ def _evaluate_batch(
                         valid=res.valid.cpu().tolist(), step=res.step.cpu().tolist())  # fmt: skip
         out["ifia"] = cols
         timings["ifia"] = time.perf_counter() - t
+    if metric_names:
+        t = time.perf_counter()
+        attacked = keep if not config.skip_ifia else None
+        batch = suite.Batch(model=model, index=b, x=xb, y=yb, correct=correct, config=config, attacked=attacked,
+                            x_adv=res.x_adv if res is not None else None, boxes=boxes)  # fmt: skip
+        out["metrics"] = suite.run_batch(batch, list(metric_names))
+        timings["metrics"] = time.perf_counter() - t
     out["timings"] = timings
     return out
 
 
 def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalConfig) -> dict[str, Any]:
     """Concatenate per-batch columns (in batch order) into the per-example columns of the whole evaluation."""
-    merged: dict[str, Any] = {"natural_correct": [], "pgd_correct": None if config.skip_pgd else [], "ifia": None}
+    merged: dict[str, Any] = {"natural_correct": [], "pgd_correct": None if config.skip_pgd else [], "ifia": None,
+                              "metrics": {}}  # fmt: skip
     timings: dict[str, float] = {}
     if not config.skip_ifia:
         merged["ifia"] = {"index": [], "topk": [], "kendall": [], "valid": [], "step": []}
@@ -307,6 +335,8 @@ def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalC
             merged["ifia"]["index"] += [int(idx[offset + i]) for i in cols["local"]]
             for key in ("topk", "kendall", "valid", "step"):
                 merged["ifia"][key] += cols[key]
+        for key, column in part["metrics"].items():
+            merged["metrics"].setdefault(key, []).extend(column)
         for key, value in part["timings"].items():
             timings[key] = timings.get(key, 0.0) + value
         offset += len(part["natural_correct"])

@@ -1,0 +1,130 @@
+"""The evaluation suite: ``evaluate(..., metrics=[...])`` pairs every metric with the evaluation's attribution
+and attacks, per example, summarised, merged across batches, with clear errors for what cannot apply."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from attrobust import data, metrics
+from attrobust.attributions import integrated_gradients
+from attrobust.data.boxed import BoxedImageDataset
+from attrobust.experiments import suite
+from attrobust.experiments.cli import app
+from attrobust.experiments.config import EvalConfig, TrainConfig, from_dict
+from attrobust.experiments.evaluate import evaluate
+from attrobust.experiments.train import train
+
+FAST = {
+    "n": 10,
+    "batch_size": 4,
+    "pgd": {"eps": 0.1, "step_size": 0.05, "steps": 2},
+    "ifia": {"k": 8, "eps": 0.1, "step_size": 0.05, "steps": 2, "ig_steps": 3, "restarts": 1, "beta": 5.0},
+    "suite": {"stability_samples": 2, "road_fractions": [0.2, 0.5], "ssim_sigmas": [0.1, 0.3]},
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    cfg = from_dict(TrainConfig, {
+        "name": "tiny", "data": {"name": "synthetic", "kwargs": {"n": 96, "size": 8, "num_classes": 3}},
+        "model": {"name": "small_cnn"}, "optim": {"name": "adam", "lr": 1e-2}, "steps": 12, "batch_size": 16,
+        "out_dir": str(out)})  # fmt: skip
+    return train(cfg, progress=False, db=False).model_path
+
+
+@pytest.fixture(scope="module")
+def all_results(checkpoint: Path) -> dict:
+    cfg = from_dict(EvalConfig, {**FAST, "metrics": ["all"]})
+    return evaluate(checkpoint, cfg, progress=False, out=checkpoint.parent / "all.json", db=False)
+
+
+def test_all_runs_every_applicable_metric_per_example(all_results: dict) -> None:
+    columns = all_results["per_example"]["metrics"]
+    expected = [m for m in suite.SUITE_METRICS if m not in suite.NEEDS_BOXES]
+    for name in expected:
+        key = name if name != "ssim_noise" else "ssim_noise_curve"
+        assert key in columns, name
+        assert len(columns[key]) == 10, name
+    assert all(f"corruption_accuracy/{c}" in columns for c in ("fog", "gaussian_noise"))
+    assert len(columns["road_curve"][0]) == 2 and len(columns["ssim_noise_curve"][0]) == 2
+    assert all_results["metrics_left_out"] == ["gt_known_loc: the dataset has no bounding boxes",
+                                               "top1_loc: the dataset has no bounding boxes"]  # fmt: skip
+    stats = all_results["summary"]["metrics"]["gini"]
+    assert set(stats) == {"count", "mean", "std", "median", "q25", "q75"} and stats["count"] == 10
+    assert all_results["road"]["fractions"] == [0.2, 0.5] and "ig" in all_results["road"]["accuracy"]
+    assert all_results["ssim_noise"]["sigma"] == [0.1, 0.3]
+
+
+def test_pair_metrics_cover_exactly_the_attacked_examples(all_results: dict) -> None:
+    per = all_results["per_example"]
+    attacked = set(per["ifia"]["index"])
+    for position, index in enumerate(per["index"]):
+        value = per["metrics"]["cosine"][position]
+        assert (value is not None) == (index in attacked)
+    assert all(v is not None for v in per["metrics"]["gini"])
+
+
+def test_suite_values_equal_the_metric_functions(checkpoint: Path, all_results: dict) -> None:
+    from attrobust import models
+
+    model, _ = models.load(checkpoint)
+    model.eval()
+    ds = data.load("synthetic", "test", n=96, size=8, num_classes=3)
+    x, y = ds.images[:4], ds.labels[:4]
+    maps = integrated_gradients(model, x, y, steps=3)
+    gini = metrics.gini(maps).double()
+    torch.testing.assert_close(torch.tensor(all_results["per_example"]["metrics"]["gini"][:4], dtype=torch.float64),
+                               gini, rtol=1e-5, atol=1e-7)  # fmt: skip
+    align = metrics.image_gradient_alignment(model, x, y).double()
+    got = torch.tensor(all_results["per_example"]["metrics"]["image_gradient_alignment"][:4], dtype=torch.float64)
+    torch.testing.assert_close(got, align, rtol=1e-5, atol=1e-7)
+
+
+def test_goodman_kruskal_gamma_of_kendall_and_cosine_is_summarised(all_results: dict) -> None:
+    gamma = all_results["summary"]["metrics"].get("gamma_kendall_cosine")
+    assert gamma is None or (-1.0 <= gamma <= 1.0 and not math.isnan(gamma))
+
+
+def test_resolve_rejects_unknown_and_inapplicable_metrics() -> None:
+    cfg = EvalConfig()
+    with pytest.raises(ValueError, match="unknown nope"):
+        suite.resolve(["nope"], cfg, False)
+    with pytest.raises(ValueError, match="bounding boxes"):
+        suite.resolve(["gt_known_loc"], cfg, False)
+    no_ifia = from_dict(EvalConfig, {"skip_ifia": True})
+    with pytest.raises(ValueError, match="IFIA is skipped"):
+        suite.resolve(["ssim"], no_ifia, False)
+    chosen, notes = suite.resolve(["all"], no_ifia, True)
+    assert "ssim" not in chosen and "gt_known_loc" in chosen and any("IFIA" in n for n in notes)
+    assert suite.resolve(["gini", "gini"], cfg, False) == (["gini"], [])
+
+
+def test_localisation_runs_on_a_dataset_with_boxes(checkpoint: Path) -> None:
+    ds = data.load("synthetic", "test", n=12, size=8, num_classes=3)
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0]]).repeat(12, 1)
+    boxed = BoxedImageDataset(ds.images, ds.labels, ds.classes, name="boxed", boxes=boxes)
+    cfg = from_dict(EvalConfig, {**FAST, "n": 6, "skip_pgd": True, "metrics": ["gt_known_loc", "top1_loc"]})
+    res = evaluate(checkpoint, cfg, dataset=boxed, progress=False, out=checkpoint.parent / "loc.json", db=False)
+    cols = res["per_example"]["metrics"]
+    assert len(cols["gt_known_loc"]) == 6 and set(cols["gt_known_loc"]) <= {0.0, 1.0}
+    assert all(t <= g for t, g in zip(cols["top1_loc"], cols["gt_known_loc"], strict=True))
+
+
+def test_cli_metrics_option(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli.json"
+    args = ["evaluate", str(checkpoint), "--n", "4", "--steps", "1", "--pgd-steps", "1", "--ig-steps", "2", "--k", "8",
+            "--metrics", "gini, ssim", "--out", str(out), "--no-db", "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    import json
+
+    saved = json.loads(out.read_text())
+    assert set(saved["per_example"]["metrics"]) == {"gini", "ssim"}
+    bad = CliRunner().invoke(app, ["evaluate", str(checkpoint), "--metrics", "nope", "--no-db", "-q"])
+    assert bad.exit_code != 0 and "unknown nope" in bad.output
