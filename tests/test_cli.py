@@ -137,10 +137,26 @@ def tiny_presets(root: Path) -> Path:
         {**TINY_TRAIN, "name": "quickstart_pgd_at",
          "objective": {"name": "pgd_at", "params": {"eps": 0.1, "step_size": 0.05, "steps": 2}}},
     )  # fmt: skip
+    fine_tuned = {
+        "quickstart_trades_igr": {"name": "trades+igr", "params": {"beta": 1.0, "ig_steps": 2, "eps": 0.1,
+                                                                  "step_size": 0.05, "steps": 1}},
+        "quickstart_ig_sum_norm": {"name": "ig_sum_norm", "params": {"ig_steps": 2, "attack_ig_steps": 1, "eps": 0.1,
+                                                                    "step_size": 0.05, "steps": 1}},
+        "quickstart_art": {"name": "art", "params": {"beta": 5.0, "eps": 0.1, "step_size": 0.05, "steps": 1}},
+    }  # fmt: skip
+    for name, objective in fine_tuned.items():
+        write_yaml(presets / f"{name}.yaml", {**TINY_TRAIN, "name": name, "steps": 2, "objective": objective})
+    write_yaml(
+        presets / "quickstart_median_pgd_at.yaml",
+        {**TINY_TRAIN, "name": "quickstart_median_pgd_at", "model": {"name": "small_cnn", "kwargs": {
+            "smoothing": [{"kind": "median"}]}},
+         "objective": {"name": "pgd_at", "params": {"eps": 0.1, "step_size": 0.05, "steps": 1}}},
+    )  # fmt: skip
     write_yaml(
         presets / "quickstart_eval.yaml",
-        {"n": 10, "pgd": {"steps": 2}, "ifia": {"k": 8, "steps": 2, "ig_steps": 3, "restarts": 1, "beta": 5.0}},
-    )
+        {"n": 10, "pgd": {"steps": 2}, "ifia": {"k": 8, "steps": 2, "ig_steps": 3, "restarts": 1, "beta": 5.0},
+         "metrics": ["gini"]},
+    )  # fmt: skip
     return presets
 
 
@@ -149,14 +165,18 @@ def test_bench_quickstart_trains_evaluates_and_reuses(tmp_path: Path, monkeypatc
     out = tmp_path / "runs"
     first = runner.invoke(app, ["bench", "quickstart", "--out-dir", str(out), "-q"])
     assert first.exit_code == 0, first.output
-    table = [line for line in first.output.splitlines() if line.startswith(("natural ", "pgd_at "))]
-    assert len(table) == 2 and "trained" in first.output
-    for name in ("quickstart_natural", "quickstart_pgd_at"):
+    labels = ("natural ", "pgd_at ", "trades+igr ", "ig_sum_norm ", "art ", "median+pgd_at ")
+    table = [line for line in first.output.splitlines() if line.startswith(labels)]
+    assert len(table) == 6 and "trained" in first.output
+    assert "Gini" in first.output
+    for name in ("quickstart_natural", "quickstart_pgd_at", "quickstart_art", "quickstart_median_pgd_at"):
         assert (out / name / "model.pt").is_file() and (out / name / "results.json").is_file()
+    report = out / "quickstart_report" / "report.html"
+    assert first.output.strip().endswith(f"report: {report}") and report.is_file()
     second = runner.invoke(app, ["demo", "--out-dir", str(out), "-q"])
     assert second.exit_code == 0, second.output
-    assert "trained" not in second.output and second.output.count("reused") == 4
-    again = [line for line in second.output.splitlines() if line.startswith(("natural ", "pgd_at "))]
+    assert "trained" not in second.output and second.output.count("reused") == 12
+    again = [line for line in second.output.splitlines() if line.startswith(labels)]
     assert again == table
     bad = runner.invoke(app, ["bench", "quickstart", "--out-dir", str(out), "--budget", "tpu"])
     assert bad.exit_code == 2 and "budget" in bad.output
@@ -164,7 +184,9 @@ def test_bench_quickstart_trains_evaluates_and_reuses(tmp_path: Path, monkeypatc
 
 def test_quickstart_budgets_resolve_from_the_repository_presets(tmp_path: Path) -> None:
     runs, ev = bench.quickstart_configs(tmp_path, "cpu")
-    assert [label for label, _ in runs] == ["natural", "pgd_at"]
+    assert [label for label, _ in runs] == ["natural", "pgd_at", "trades+igr", "ig_sum_norm", "art", "median+pgd_at"]
+    assert [cfg.init for _, cfg in runs[2:5]] == [str(tmp_path / "quickstart_natural")] * 3
+    assert runs[5][1].model.kwargs["smoothing"] == [{"kind": "median", "kernel": 3}]
     assert all(cfg.model.name == "small_cnn" and cfg.data.name == "mnist" for _, cfg in runs)
     assert all(cfg.out_dir == str(tmp_path) for _, cfg in runs)
     assert runs[1][1].objective.name == "pgd_at" and runs[1][1].objective.params["eps"] == 0.3
@@ -172,7 +194,8 @@ def test_quickstart_budgets_resolve_from_the_repository_presets(tmp_path: Path) 
     full_runs, full_ev = bench.quickstart_configs(tmp_path, "full")
     assert full_ev.n == 1000 and full_ev.ifia.steps == 100 and full_ev.ifia.restarts == 3
     assert full_runs[1][1].objective.params["steps"] == 40 and full_runs[1][1].data.train_subset is None
-    assert [cfg.name for _, cfg in full_runs] == ["quickstart_natural_full", "quickstart_pgd_at_full"]
+    assert [cfg.name for _, cfg in full_runs][:2] == ["quickstart_natural_full", "quickstart_pgd_at_full"]
+    assert full_runs[2][1].init == str(tmp_path / "quickstart_natural_full")
 
 
 def test_python_dash_m_runs_the_cli() -> None:

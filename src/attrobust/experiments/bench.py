@@ -1,10 +1,14 @@
-"""Preset benchmarks: train and evaluate a set of models from ``configs/`` and print the papers' table.
+"""Preset benchmarks: train and evaluate a set of models from ``configs/``, print the papers' table and write
+the HTML report.
 
-``quickstart`` trains ``small_cnn`` naturally and with PGD adversarial training on MNIST
-(``configs/quickstart_natural.yaml``, ``configs/quickstart_pgd_at.yaml``), evaluates both with
-``configs/quickstart_eval.yaml`` (on top of the RAR paper's MNIST evaluation defaults) and prints
-model | natural acc | PGD acc | top-k | Kendall | no-valid. Finished checkpoints and results are reused, so a
-second run only prints the table; an interrupted training resumes where its last checkpoint left it.
+``quickstart`` (what ``make demo`` runs) trains ``small_cnn`` on MNIST naturally, with PGD adversarial training
+and with feature-map smoothing + PGD-AT from scratch, and fine-tunes the natural model with TRADES + IGR,
+IG-SUM-NORM and ART (``configs/quickstart_*.yaml``). It evaluates every model with
+``configs/quickstart_eval.yaml`` (on top of the RAR paper's MNIST evaluation defaults; natural and PGD accuracy,
+IFIA top-k intersection and Kendall, Gini), prints model | natural acc | PGD acc | top-k | Kendall | no-valid |
+Gini and writes ``<out_dir>/quickstart_report/report.html`` (+ ``report.md``). Finished checkpoints and results
+are reused, so a second run only redraws the report; an interrupted training resumes where its last checkpoint
+left it. A bar over the stages shows the progress and the estimated time left.
 """
 
 from __future__ import annotations
@@ -16,19 +20,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .config import EvalConfig, TrainConfig, eval_defaults, load_yaml, merge, merge_yaml, to_dict
 from .evaluate import evaluate, file_sha256, format_table, table_row
 from .train import train
 
+# (label, preset file, fine-tuned from the natural model)
 QUICKSTART = {
-    "models": (("natural", "quickstart_natural.yaml"), ("pgd_at", "quickstart_pgd_at.yaml")),
+    "models": (
+        ("natural", "quickstart_natural.yaml", False),
+        ("pgd_at", "quickstart_pgd_at.yaml", False),
+        ("trades+igr", "quickstart_trades_igr.yaml", True),
+        ("ig_sum_norm", "quickstart_ig_sum_norm.yaml", True),
+        ("art", "quickstart_art.yaml", True),
+        ("median+pgd_at", "quickstart_median_pgd_at.yaml", False),
+    ),
     "eval": "quickstart_eval.yaml",
+    "report": "quickstart_report",
 }
+# relative cost of each stage for the progress bar's time estimate (measured on 2 CPU cores)
+_STAGE_WEIGHT = {"train": 3.0, "evaluate": 1.0, "report": 1.0}
 
 # Overrides per budget, applied on top of the preset files: "cpu" runs the files as written (minutes on two
 # cores); "full" trains on the whole training set for longer (the paper's 40-step inner attack) and evaluates
 # 1000 samples with the RAR paper's IFIA setting (100 steps, IG with 100 points, best of 3 restarts): hours on
 # a CPU. Runs of a budget other than "cpu" are named <preset name>_<budget>.
+_FULL_ATTACK = "eps: 0.3, step_size: 0.01, steps: 40"
 BUDGETS: dict[str, dict[str, Any]] = {
     "cpu": {"train": {}, "eval": {}},
     "full": {
@@ -39,7 +57,18 @@ BUDGETS: dict[str, dict[str, Any]] = {
                 "epochs=10",
                 "data.train_subset=null",
                 "data.test_subset=null",
-                "objective.params={eps: 0.3, step_size: 0.01, steps: 40, random_start: true, eps_warmup: 2000}",
+                f"objective.params={{{_FULL_ATTACK}, random_start: true, eps_warmup: 2000}}",
+            ],
+            "trades+igr": ["steps=5000", f"objective.params={{beta: 6.0, lam: 1.0, ig_steps: 10, {_FULL_ATTACK}}}"],
+            "ig_sum_norm": ["steps=5000", f"objective.params={{beta: 0.1, ig_steps: 50, attack_ig_steps: 10, "
+                                          f"{_FULL_ATTACK}}}"],
+            "art": ["steps=5000", "objective.params={lam: 0.5, beta: 50.0, eps: 0.3, step_size: 0.1, steps: 3}"],
+            "median+pgd_at": [
+                "steps=null",
+                "epochs=10",
+                "data.train_subset=null",
+                "data.test_subset=null",
+                f"objective.params={{{_FULL_ATTACK}, random_start: true, eps_warmup: 2000}}",
             ],
         },
         "eval": {"n": 1000, "ifia": {"steps": 100, "ig_steps": 100, "restarts": 3}},
@@ -68,11 +97,19 @@ def quickstart_configs(
     presets = Path(presets) if presets is not None else config_dir()
     overrides = BUDGETS[budget]
     runs = []
-    for label, filename in QUICKSTART["models"]:
+    natural_name = None
+    for label, filename, from_natural in QUICKSTART["models"]:
         extra = [*overrides["train"].get(label, []), f"out_dir={out_dir}"]
         if budget != "cpu":
             extra.append(f"name={Path(filename).stem}_{budget}")
-        runs.append((label, load_yaml(TrainConfig, presets / filename, extra)))
+        if from_natural:
+            if natural_name is None:
+                raise ValueError("quickstart: the natural model must come before the models fine-tuned from it")
+            extra.append(f"init={Path(out_dir) / natural_name}")
+        cfg = load_yaml(TrainConfig, presets / filename, extra)
+        if label == "natural":
+            natural_name = cfg.name
+        runs.append((label, cfg))
     eval_cfg = merge_yaml(eval_defaults(runs[0][1].data.name), presets / QUICKSTART["eval"])
     return runs, merge(eval_cfg, overrides["eval"])
 
@@ -97,26 +134,38 @@ def quickstart(
     progress: bool = True,
     presets: str | Path | None = None,
     echo: Callable[[str], None] = print,
+    report: bool = True,
 ) -> dict[str, Any]:
-    """Train (or reuse) the quickstart models, evaluate (or reuse) them and print the table with ``echo``.
+    """Train (or reuse) the quickstart models, evaluate (or reuse) them, print the table with ``echo`` and write
+    the report (``report=False`` skips it).
 
-    Returns ``{"rows": [table_row...], "results": {label: results}, "seconds": float, "table": str}``.
+    Returns ``{"rows": [table_row...], "results": {label: results}, "seconds": float, "table": str,
+    "report": (html_path, md_path) | None}``.
     """
+    from .report import write_report
+
     t0 = time.perf_counter()
     runs, eval_cfg = quickstart_configs(out_dir, budget, presets)
+    stages = [kind for _ in runs for kind in ("train", "evaluate")] + (["report"] if report else [])
+    bar = tqdm(total=sum(_STAGE_WEIGHT[k] for k in stages), desc="quickstart", unit="", disable=not progress,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")  # fmt: skip
     rows, all_results = [], {}
     for label, cfg in runs:
+        bar.set_postfix_str(f"train {label}")
         result = train(cfg, resume=True, force=force, progress=progress)
+        bar.update(_STAGE_WEIGHT["train"])
         verb = "reused" if result.reused else f"trained in {result.seconds:.0f}s"
         acc = "" if result.test_acc is None else f", clean test accuracy {100 * result.test_acc:.2f}%"
         echo(f"{label}: {verb} -> {result.model_path}{acc}")
         results_path = result.run_dir / "results.json"
         results = None if force else _reusable(results_path, eval_cfg, result.model_path)
+        bar.set_postfix_str(f"evaluate {label}")
         if results is None:
             results = evaluate(result.model_path, eval_cfg, progress=progress, out=results_path)
             echo(f"{label}: evaluated in {results['timings']['total']:.0f}s -> {results_path}")
         else:
             echo(f"{label}: reused {results_path}")
+        bar.update(_STAGE_WEIGHT["evaluate"])
         all_results[label] = results
         rows.append(table_row(label, results))
     table = format_table(rows)
@@ -128,6 +177,18 @@ def quickstart(
         "IFIA attacks the correctly classified ones:\n"
     )
     echo(table)
+    paths = None
+    if report:
+        bar.set_postfix_str("report")
+        checkpoints = {label: r["checkpoint"] for label, r in all_results.items() if r.get("checkpoint")}
+        paths = write_report(
+            all_results, Path(out_dir) / QUICKSTART["report"], title="attrobust quickstart (MNIST, small_cnn)",
+            models=checkpoints, n_examples=3,
+        )  # fmt: skip
+        bar.update(_STAGE_WEIGHT["report"])
+    bar.close()
     seconds = time.perf_counter() - t0
     echo(f"\ntotal {seconds:.0f}s")
-    return {"rows": rows, "results": all_results, "seconds": seconds, "table": table}
+    if paths is not None:
+        echo(f"report: {paths[0]}")
+    return {"rows": rows, "results": all_results, "seconds": seconds, "table": table, "report": paths}

@@ -359,7 +359,7 @@ def table_row(name: str, results: dict[str, Any]) -> dict[str, str]:
 
     ifia = s.get("ifia") or {}
     no_valid = "-" if s.get("no_valid") is None else f"{s['no_valid']}/{ifia.get('attacked', 0)}"
-    return {
+    row = {
         "model": name,
         "natural acc": pct(s.get("natural_acc")),
         "PGD acc": pct(s.get("pgd_acc")),
@@ -367,12 +367,19 @@ def table_row(name: str, results: dict[str, Any]) -> dict[str, str]:
         "Kendall": num(s.get("kendall")),
         "no-valid": no_valid,
     }
+    gini = ((s.get("metrics") or {}).get("gini") or {}).get("mean")
+    if gini is not None:
+        row["Gini"] = num(gini)
+    return row
 
 
 def format_table(rows: list[dict[str, str]]) -> str:
-    """A plain-text table (header, rule, one line per row) of :func:`table_row` dicts."""
-    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in TABLE_COLUMNS}
-    lines = [" | ".join(c.ljust(widths[c]) for c in TABLE_COLUMNS)]
-    lines.append("-+-".join("-" * widths[c] for c in TABLE_COLUMNS))
-    lines += [" | ".join(r[c].ljust(widths[c]) for c in TABLE_COLUMNS) for r in rows]
+    """A plain-text table (header, rule, one line per row) of :func:`table_row` dicts; optional columns (Gini)
+    appear when some row has them (``-`` in the others)."""
+    columns = [*TABLE_COLUMNS, *dict.fromkeys(c for r in rows for c in r if c not in TABLE_COLUMNS)]
+    cells = [{c: r.get(c, "-") for c in columns} for r in rows]
+    widths = {c: max([len(c), *(len(r[c]) for r in cells)]) for c in columns}
+    lines = [" | ".join(c.ljust(widths[c]) for c in columns)]
+    lines.append("-+-".join("-" * widths[c] for c in columns))
+    lines += [" | ".join(r[c].ljust(widths[c]) for c in columns) for r in cells]
     return "\n".join(lines)
