@@ -34,3 +34,9 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.rand(5, 1, 8, 8, generator=g)
     y = torch.randint(0, 10, (5,), generator=g)
     return x, y
+
+
+@pytest.fixture(autouse=True)
+def _no_user_results_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never write into a results database named by the user's environment."""
+    monkeypatch.delenv("ATTROBUST_DB", raising=False)

@@ -14,8 +14,9 @@ from . import attacks, attributions, data, metrics, models, objectives
 from .attacks import IFIAResult, fgsm, ifia, pgd
 from .attributions import input_x_gradient, integrated_gradients, saliency
 from .data import ImageDataset
-from .metrics import accuracy, kendall_tau, saliency_map, topk_intersection
-from .models import softplus
+from .metrics import accuracy, gini, kendall_tau, saliency_map, ssim, topk_intersection
+from .models import insert_smoothing, softplus
+from .objectives import create as objective
 
 __version__ = "0.1.0"
 
@@ -28,16 +29,20 @@ __all__ = [
     "attributions",
     "data",
     "fgsm",
+    "gini",
     "ifia",
     "input_x_gradient",
+    "insert_smoothing",
     "integrated_gradients",
     "kendall_tau",
     "metrics",
     "models",
+    "objective",
     "objectives",
     "pgd",
     "saliency",
     "saliency_map",
     "softplus",
+    "ssim",
     "topk_intersection",
 ]

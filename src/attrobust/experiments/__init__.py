@@ -1,4 +1,6 @@
-"""Experiments: typed configs (YAML), the trainer, the evaluation of the papers' tables, presets and the CLI.
+"""Experiments: typed configs (YAML), the trainer, the evaluation of the papers' tables and of every metric
+(``suite``), presets (``bench``), the results database (``store``), the HTML report, torchrun support
+(``distributed``) and the CLI.
 
 Images are float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, models return logits ``(N, K)``.
 """
@@ -12,6 +14,7 @@ from .config import (
     ObjectiveConfig,
     OptimConfig,
     PGDEvalConfig,
+    SuiteConfig,
     TrainConfig,
     apply_overrides,
     eval_defaults,
@@ -22,6 +25,8 @@ from .config import (
     to_dict,
 )
 from .evaluate import evaluate, format_table, table_row
+from .report import write_report
+from .store import Store, open_store
 from .train import TrainResult, train
 
 __all__ = [
@@ -33,6 +38,8 @@ __all__ = [
     "ObjectiveConfig",
     "OptimConfig",
     "PGDEvalConfig",
+    "Store",
+    "SuiteConfig",
     "TrainConfig",
     "TrainResult",
     "apply_overrides",
@@ -42,8 +49,10 @@ __all__ = [
     "from_dict",
     "load_yaml",
     "merge",
+    "open_store",
     "save_yaml",
     "table_row",
     "to_dict",
     "train",
+    "write_report",
 ]
