@@ -187,6 +187,7 @@ def test_quickstart_budgets_resolve_from_the_repository_presets(tmp_path: Path) 
     assert [label for label, _ in runs] == ["natural", "pgd_at", "trades+igr", "ig_sum_norm", "art", "median+pgd_at"]
     assert [cfg.init for _, cfg in runs[2:5]] == [str(tmp_path / "quickstart_natural")] * 3
     assert runs[5][1].model.kwargs["smoothing"] == [{"kind": "median", "kernel": 3}]
+    assert runs[5][1].init == str(tmp_path / "quickstart_pgd_at")
     assert all(cfg.model.name == "small_cnn" and cfg.data.name == "mnist" for _, cfg in runs)
     assert all(cfg.out_dir == str(tmp_path) for _, cfg in runs)
     assert runs[1][1].objective.name == "pgd_at" and runs[1][1].objective.params["eps"] == 0.3
@@ -205,3 +206,48 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("list", "train", "evaluate", "bench", "demo"):
         assert command in result.stdout
+
+
+def test_bench_table_reproduces_a_table_with_published_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    presets = tmp_path / "presets"
+    folder = presets / "tiny_table"
+    folder.mkdir(parents=True)
+    write_yaml(folder / "_base.yaml", {k: v for k, v in TINY_TRAIN.items() if k != "name"})
+    write_yaml(folder / "_eval.yaml", {"n": 500, "pgd": {"steps": 50}})
+    write_yaml(folder / "_eval_cpu.yaml", {"n": 8, "pgd": {"steps": 2},
+                                           "ifia": {"k": 8, "steps": 2, "ig_steps": 3, "restarts": 1, "beta": 5.0}})
+    write_yaml(folder / "_published.yaml", {"natural": {"topk": 0.5, "natural_acc": 0.9}})
+    for model, objective in (("natural", {"name": "natural"}),
+                             ("pgd_at", {"name": "pgd_at", "params": {"eps": 0.1, "step_size": 0.05, "steps": 1}})):
+        write_yaml(folder / f"{model}.yaml", {"extends": "_base.yaml", "name": f"tiny_table_{model}", "steps": 500,
+                                              "objective": objective})
+        write_yaml(folder / f"{model}_cpu.yaml", {"extends": f"{model}.yaml", "name": f"tiny_table_{model}_cpu",
+                                                  "steps": 3})  # fmt: skip
+    monkeypatch.setenv("ATTROBUST_CONFIGS", str(presets))
+    out = tmp_path / "runs"
+    listed = runner.invoke(app, ["bench", "tables"])
+    assert listed.exit_code == 0 and "tiny_table" in listed.output and "natural, pgd_at" in listed.output
+    result = runner.invoke(app, ["bench", "table", "tiny-table", "--out-dir", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "tiny_table_natural_cpu" / "model.pt").is_file()
+    results = json.loads((out / "tiny_table_natural_cpu" / "results.json").read_text())
+    assert results["eval_config"]["n"] == 8 and results["eval_config"]["pgd"]["steps"] == 2
+    html = (out / "tiny_table_cpu_report" / "report.html").read_text()
+    assert "tiny_table" in html and "0.5000" in html
+    only = runner.invoke(app, ["bench", "table", "tiny_table", "--out-dir", str(out), "--models", "pgd_at", "-q"])
+    assert only.exit_code == 0 and "reused" in only.output and "natural:" not in only.output
+    for args in (["bench", "table", "nope"], ["bench", "table", "tiny_table", "--models", "x"],
+                 ["bench", "table", "tiny_table", "--budget", "tpu"]):  # fmt: skip
+        bad = runner.invoke(app, args)
+        assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_paper_table_presets_resolve(tmp_path: Path) -> None:
+    runs, ev, published = bench.table_configs("rar-mnist", tmp_path, "cpu")
+    assert [m for m, _ in runs] == ["ig_norm", "ig_sum_norm", "natural", "pgd_at"]
+    assert all(cfg.name.endswith("_cpu") and cfg.model.name == "small_cnn" for _, cfg in runs)
+    assert ev.n == 100 and ev.ifia.k == 200 and ev.ifia.eps == 0.3
+    assert published == {"ig_norm": {"natural_acc": 0.9874, "pgd_acc": 0.8143, "topk": 0.7136, "kendall": 0.2841}}
+    paper_runs, paper_ev, _ = bench.table_configs("art_table1_cifar10", tmp_path, "paper")
+    assert paper_ev.ifia.k == 100 and paper_ev.ifia.steps == 50 and paper_runs[0][1].model.kwargs["width"] == 10
+    assert set(bench.table_names()) >= {"rar_mnist", "igr_table2_mnist", "art_table1_flower", "fms_table1_fmnist"}

@@ -337,3 +337,17 @@ def test_init_starts_from_a_trained_run_and_rejects_another_architecture(tmp_pat
         train(other, progress=False)
     with pytest.raises(ValueError, match="init: expected a checkpoint file"):
         train(tiny_config(tmp_path, name="missing", init=str(tmp_path / "nope")), progress=False)
+
+
+def test_init_into_a_model_with_inserted_smoothing_blocks(tmp_path: Path) -> None:
+    first = train(tiny_config(tmp_path, name="plain"), progress=False)
+    smoothing = {"name": "small_cnn", "kwargs": {"smoothing": [{"kind": "median", "kernel": 3}]}}
+    tuned = train(tiny_config(tmp_path, name="smoothed", model=smoothing, init=str(first.run_dir), steps=1,
+                              optim={"lr": 1e-12}), progress=False)  # fmt: skip
+    plain = first.model.state_dict()
+    for key, value in tuned.model.state_dict().items():
+        if ".smooth_" in f".{key}":
+            continue
+        torch.testing.assert_close(value, plain[key], rtol=0, atol=1e-9, msg=key)
+    with pytest.raises(ValueError, match="init: expected a checkpoint of the architecture"):
+        train(tiny_config(tmp_path, name="back", init=str(tuned.model_path)), progress=False)

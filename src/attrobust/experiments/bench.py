@@ -1,9 +1,9 @@
 """Preset benchmarks: train and evaluate a set of models from ``configs/``, print the papers' table and write
 the HTML report.
 
-``quickstart`` (what ``make demo`` runs) trains ``small_cnn`` on MNIST naturally, with PGD adversarial training
-and with feature-map smoothing + PGD-AT from scratch, and fine-tunes the natural model with TRADES + IGR,
-IG-SUM-NORM and ART (``configs/quickstart_*.yaml``). It evaluates every model with
+``quickstart`` (what ``make demo`` runs) trains ``small_cnn`` on MNIST naturally and with PGD adversarial
+training, fine-tunes the natural model with TRADES + IGR, IG-SUM-NORM and ART, and fine-tunes the PGD-AT model
+with a median feature-map smoothing block inserted (``configs/quickstart_*.yaml``). It evaluates every model with
 ``configs/quickstart_eval.yaml`` (on top of the RAR paper's MNIST evaluation defaults; natural and PGD accuracy,
 IFIA top-k intersection and Kendall, Gini), prints model | natural acc | PGD acc | top-k | Kendall | no-valid |
 Gini and writes ``<out_dir>/quickstart_report/report.html`` (+ ``report.md``). Finished checkpoints and results
@@ -26,15 +26,15 @@ from .config import EvalConfig, TrainConfig, eval_defaults, load_yaml, merge, me
 from .evaluate import evaluate, file_sha256, format_table, table_row
 from .train import train
 
-# (label, preset file, fine-tuned from the natural model)
+# (label, preset file, label of the earlier model it is fine-tuned from, or None)
 QUICKSTART = {
     "models": (
-        ("natural", "quickstart_natural.yaml", False),
-        ("pgd_at", "quickstart_pgd_at.yaml", False),
-        ("trades+igr", "quickstart_trades_igr.yaml", True),
-        ("ig_sum_norm", "quickstart_ig_sum_norm.yaml", True),
-        ("art", "quickstart_art.yaml", True),
-        ("median+pgd_at", "quickstart_median_pgd_at.yaml", False),
+        ("natural", "quickstart_natural.yaml", None),
+        ("pgd_at", "quickstart_pgd_at.yaml", None),
+        ("trades+igr", "quickstart_trades_igr.yaml", "natural"),
+        ("ig_sum_norm", "quickstart_ig_sum_norm.yaml", "natural"),
+        ("art", "quickstart_art.yaml", "natural"),
+        ("median+pgd_at", "quickstart_median_pgd_at.yaml", "pgd_at"),
     ),
     "eval": "quickstart_eval.yaml",
     "report": "quickstart_report",
@@ -63,13 +63,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
             "ig_sum_norm": ["steps=5000", f"objective.params={{beta: 0.1, ig_steps: 50, attack_ig_steps: 10, "
                                           f"{_FULL_ATTACK}}}"],
             "art": ["steps=5000", "objective.params={lam: 0.5, beta: 50.0, eps: 0.3, step_size: 0.1, steps: 3}"],
-            "median+pgd_at": [
-                "steps=null",
-                "epochs=10",
-                "data.train_subset=null",
-                "data.test_subset=null",
-                f"objective.params={{{_FULL_ATTACK}, random_start: true, eps_warmup: 2000}}",
-            ],
+            "median+pgd_at": ["steps=5000", f"objective.params={{{_FULL_ATTACK}, random_start: true}}"],
         },
         "eval": {"n": 1000, "ifia": {"steps": 100, "ig_steps": 100, "restarts": 3}},
     },
@@ -96,20 +90,17 @@ def quickstart_configs(
         raise ValueError(f"budget: expected one of {', '.join(map(repr, BUDGETS))}, got {budget!r}")
     presets = Path(presets) if presets is not None else config_dir()
     overrides = BUDGETS[budget]
-    runs = []
-    natural_name = None
-    for label, filename, from_natural in QUICKSTART["models"]:
+    runs: list[tuple[str, TrainConfig]] = []
+    for label, filename, source in QUICKSTART["models"]:
         extra = [*overrides["train"].get(label, []), f"out_dir={out_dir}"]
         if budget != "cpu":
             extra.append(f"name={Path(filename).stem}_{budget}")
-        if from_natural:
-            if natural_name is None:
-                raise ValueError("quickstart: the natural model must come before the models fine-tuned from it")
-            extra.append(f"init={Path(out_dir) / natural_name}")
-        cfg = load_yaml(TrainConfig, presets / filename, extra)
-        if label == "natural":
-            natural_name = cfg.name
-        runs.append((label, cfg))
+        if source is not None:
+            earlier = dict(runs)
+            if source not in earlier:
+                raise ValueError(f"quickstart: {label} is fine-tuned from {source}, which must come before it")
+            extra.append(f"init={Path(out_dir) / earlier[source].name}")
+        runs.append((label, load_yaml(TrainConfig, presets / filename, extra)))
     eval_cfg = merge_yaml(eval_defaults(runs[0][1].data.name), presets / QUICKSTART["eval"])
     return runs, merge(eval_cfg, overrides["eval"])
 
@@ -126,29 +117,16 @@ def _reusable(path: Path, eval_cfg: EvalConfig, checkpoint: Path) -> dict[str, A
     return results if same_cfg and same_model else None
 
 
-def quickstart(
-    out_dir: str | Path = "runs",
-    budget: str = "cpu",
+def _train_and_evaluate(
+    runs: list[tuple[str, TrainConfig]],
+    eval_cfg: EvalConfig,
     *,
-    force: bool = False,
-    progress: bool = True,
-    presets: str | Path | None = None,
-    echo: Callable[[str], None] = print,
-    report: bool = True,
-) -> dict[str, Any]:
-    """Train (or reuse) the quickstart models, evaluate (or reuse) them, print the table with ``echo`` and write
-    the report (``report=False`` skips it).
-
-    Returns ``{"rows": [table_row...], "results": {label: results}, "seconds": float, "table": str,
-    "report": (html_path, md_path) | None}``.
-    """
-    from .report import write_report
-
-    t0 = time.perf_counter()
-    runs, eval_cfg = quickstart_configs(out_dir, budget, presets)
-    stages = [kind for _ in runs for kind in ("train", "evaluate")] + (["report"] if report else [])
-    bar = tqdm(total=sum(_STAGE_WEIGHT[k] for k in stages), desc="quickstart", unit="", disable=not progress,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")  # fmt: skip
+    force: bool,
+    progress: bool,
+    echo: Callable[[str], None],
+    bar: Any,
+) -> tuple[list[dict[str, str]], dict[str, dict[str, Any]]]:
+    """Train (or reuse) and evaluate (or reuse) every run; the table rows and the results by label."""
     rows, all_results = [], {}
     for label, cfg in runs:
         bar.set_postfix_str(f"train {label}")
@@ -168,23 +146,73 @@ def quickstart(
         bar.update(_STAGE_WEIGHT["evaluate"])
         all_results[label] = results
         rows.append(table_row(label, results))
-    table = format_table(rows)
-    cfg = eval_cfg
-    echo(
+    return rows, all_results
+
+
+def _stage_bar(n_runs: int, report: bool, progress: bool, desc: str) -> Any:
+    """A bar over the stages (train, evaluate per run, then the report) weighted by their usual cost, with ETA."""
+    total = n_runs * (_STAGE_WEIGHT["train"] + _STAGE_WEIGHT["evaluate"]) + (_STAGE_WEIGHT["report"] if report else 0)
+    return tqdm(total=total, desc=desc, unit="", disable=not progress,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")  # fmt: skip
+
+
+def _protocol(cfg: EvalConfig) -> str:
+    return (
         f"\nIFIA {cfg.ifia.dissimilarity} ({cfg.ifia.attribution}, k={cfg.ifia.k}, eps={cfg.ifia.eps}, "
         f"{cfg.ifia.steps} steps of {cfg.ifia.step_size}, {cfg.ifia.ig_steps} IG points, beta={cfg.ifia.beta}, "
         f"{cfg.ifia.restarts} restart(s)) and PGD-{cfg.pgd.steps} (eps={cfg.pgd.eps}) on {cfg.n} test images; "
         "IFIA attacks the correctly classified ones:\n"
     )
+
+
+def quickstart(
+    out_dir: str | Path = "runs",
+    budget: str = "cpu",
+    *,
+    force: bool = False,
+    progress: bool = True,
+    presets: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Train (or reuse) the quickstart models, evaluate (or reuse) them, print the table with ``echo`` and write
+    the report (``report=False`` skips it).
+
+    Returns ``{"rows": [table_row...], "results": {label: results}, "seconds": float, "table": str,
+    "report": (html_path, md_path) | None}``.
+    """
+    t0 = time.perf_counter()
+    runs, eval_cfg = quickstart_configs(out_dir, budget, presets)
+    bar = _stage_bar(len(runs), report, progress, "quickstart")
+    rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
+    return _finish(rows, all_results, eval_cfg, Path(out_dir) / QUICKSTART["report"],
+                   "attrobust quickstart (MNIST, small_cnn)", None, report, bar, echo, t0)  # fmt: skip
+
+
+def _finish(
+    rows: list[dict[str, str]],
+    all_results: dict[str, dict[str, Any]],
+    eval_cfg: EvalConfig,
+    report_dir: Path,
+    title: str,
+    published: dict[str, Any] | None,
+    report: bool,
+    bar: Any,
+    echo: Callable[[str], None],
+    t0: float,
+) -> dict[str, Any]:
+    """Print the protocol and the table, write the report, print the total time and the report's path."""
+    from .report import write_report
+
+    table = format_table(rows)
+    echo(_protocol(eval_cfg))
     echo(table)
     paths = None
     if report:
         bar.set_postfix_str("report")
         checkpoints = {label: r["checkpoint"] for label, r in all_results.items() if r.get("checkpoint")}
-        paths = write_report(
-            all_results, Path(out_dir) / QUICKSTART["report"], title="attrobust quickstart (MNIST, small_cnn)",
-            models=checkpoints, n_examples=3,
-        )  # fmt: skip
+        paths = write_report(all_results, report_dir, title=title, models=checkpoints, published=published,
+                             n_examples=3)  # fmt: skip
         bar.update(_STAGE_WEIGHT["report"])
     bar.close()
     seconds = time.perf_counter() - t0
@@ -192,3 +220,76 @@ def quickstart(
     if paths is not None:
         echo(f"report: {paths[0]}")
     return {"rows": rows, "results": all_results, "seconds": seconds, "table": table, "report": paths}
+
+
+TABLE_BUDGETS = ("cpu", "paper")
+
+
+def table_names(presets: str | Path | None = None) -> list[str]:
+    """The paper-table presets: directories of ``configs/`` with an ``_eval.yaml`` (e.g. ``rar_mnist``)."""
+    root = Path(presets) if presets is not None else config_dir()
+    return sorted(p.parent.name for p in root.glob("*/_eval.yaml"))
+
+
+def table_configs(
+    name: str,
+    out_dir: str | Path = "runs",
+    budget: str = "cpu",
+    presets: str | Path | None = None,
+    models: list[str] | None = None,
+) -> tuple[list[tuple[str, TrainConfig]], EvalConfig, dict[str, Any]]:
+    """The runs ``[(model, TrainConfig)]``, the evaluation config and the published figures of table ``name``.
+
+    ``budget="paper"`` uses the papers' settings (``<model>.yaml``, ``_eval.yaml``: GPU-scale); ``"cpu"`` the
+    ``<model>_cpu.yaml`` variants and ``_eval_cpu.yaml`` on top of ``_eval.yaml``. ``models`` picks a subset.
+    Dashes in ``name`` read as underscores (``rar-mnist``).
+    """
+    import yaml
+
+    root = Path(presets) if presets is not None else config_dir()
+    name = name.replace("-", "_")
+    valid = table_names(root)
+    if name not in valid:
+        raise ValueError(f"table: unknown {name!r}; expected one of: {', '.join(valid)}")
+    if budget not in TABLE_BUDGETS:
+        raise ValueError(f"budget: expected one of {', '.join(map(repr, TABLE_BUDGETS))}, got {budget!r}")
+    folder = root / name
+    available = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_") and p.stem[-4:] != "_cpu")
+    chosen = models if models else available
+    unknown = [m for m in chosen if m not in available]
+    if unknown:
+        expected = ", ".join(available)
+        raise ValueError(f"models: unknown {', '.join(unknown)} in table {name!r}; expected some of: {expected}")
+    suffix = "_cpu" if budget == "cpu" else ""
+    runs = [(m, load_yaml(TrainConfig, folder / f"{m}{suffix}.yaml", [f"out_dir={out_dir}"])) for m in chosen]
+    eval_cfg = merge_yaml(eval_defaults(runs[0][1].data.name), folder / "_eval.yaml")
+    if budget == "cpu" and (folder / "_eval_cpu.yaml").is_file():
+        eval_cfg = merge_yaml(eval_cfg, folder / "_eval_cpu.yaml")
+    published_path = folder / "_published.yaml"
+    published = (yaml.safe_load(published_path.read_text()) or {}) if published_path.is_file() else {}
+    return runs, eval_cfg, {m: v for m, v in published.items() if m in chosen}
+
+
+def table(
+    name: str,
+    out_dir: str | Path = "runs",
+    budget: str = "cpu",
+    *,
+    models: list[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    presets: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Reproduce a source paper's table: train (or reuse) and evaluate its models, print ours and write the report
+    with the published figures beside ours (``<out_dir>/<table>_<budget>_report/``). Returns like :func:`quickstart`.
+    The ``paper`` budget needs a GPU and the real dataset; ``cpu`` shrinks every model to run on two cores.
+    """
+    t0 = time.perf_counter()
+    runs, eval_cfg, published = table_configs(name, out_dir, budget, presets, models)
+    name = name.replace("-", "_")
+    bar = _stage_bar(len(runs), report, progress, name)
+    rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
+    return _finish(rows, all_results, eval_cfg, Path(out_dir) / f"{name}_{budget}_report", f"attrobust: {name}",
+                   published or None, report, bar, echo, t0)  # fmt: skip

@@ -291,8 +291,37 @@ QuickQuiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar
 def quickstart_command(
     out_dir: QuickOut = Path("runs"), budget: QuickBudget = "cpu", force: QuickForce = False, quiet: QuickQuiet = False
 ) -> None:
-    """small_cnn on MNIST, natural vs. PGD-AT: train, attack with PGD and IFIA, print the table."""
+    """small_cnn on MNIST: natural, PGD-AT, TRADES+IGR, IG-SUM-NORM, ART, median smoothing; table and report."""
     _quickstart(out_dir, budget, force, quiet)
+
+
+@bench_app.command("table")
+@friendly
+def table_command(
+    name: Annotated[str, typer.Argument(help="A paper table preset (attrobust bench tables lists them).")],
+    out_dir: QuickOut = Path("runs"),
+    budget: Annotated[str, typer.Option(help="cpu (shrunk to run on 2 cores) or paper (GPU, real data).")] = "cpu",
+    models: Annotated[str | None, typer.Option(help="Comma-separated subset of the table's models.")] = None,
+    force: QuickForce = False,
+    quiet: QuickQuiet = False,
+) -> None:
+    """Reproduce a source paper's table: train, evaluate, print ours and write the report beside the paper's."""
+    from .bench import table
+
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    table(name, out_dir, budget, models=chosen, force=force, progress=not quiet, echo=typer.echo)
+
+
+@bench_app.command("tables")
+@friendly
+def tables_command() -> None:
+    """List the paper table presets and their models."""
+    from .bench import config_dir, table_names
+
+    for name in table_names():
+        models = sorted(p.stem for p in (config_dir() / name).glob("*.yaml")
+                        if not p.stem.startswith("_") and not p.stem.endswith("_cpu"))  # fmt: skip
+        typer.echo(f"{name:22s} {', '.join(models)}")
 
 
 @app.command("demo")

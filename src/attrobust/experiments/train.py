@@ -149,16 +149,24 @@ def build_model(config: TrainConfig, ds: ImageDataset) -> nn.Module:
 
 def init_weights(model: nn.Module, source: str | Path) -> None:
     """Copy the weights of the checkpoint ``source`` (a file, or a run directory holding ``model.pt``) into
-    ``model``; a missing file or a different architecture raises ``ValueError`` naming the mismatch."""
+    ``model``; a missing file or a different architecture raises ``ValueError`` naming the mismatch.
+
+    The one difference allowed is smoothing blocks that ``model`` adds to the checkpoint's architecture (its
+    ``spec["smoothing"]`` extends the checkpoint's): every other weight is copied and the new blocks keep their
+    initialisation, so a trained network can be fine-tuned with feature-map smoothing inserted."""
     path = Path(source)
     if path.is_dir():
         path = path / "model.pt"
     if not path.is_file():
         raise ValueError(f"init: expected a checkpoint file or a run directory with model.pt, got {str(source)!r}")
     trained, _ = models_lib.load(path)
-    if trained.spec != model.spec:
+    ours, theirs = dict(model.spec), dict(trained.spec)
+    added = ours.pop("smoothing", []), theirs.pop("smoothing", [])
+    if ours != theirs or added[0][: len(added[1])] != added[1]:
         raise ValueError(f"init: expected a checkpoint of the architecture {model.spec}, got {trained.spec} ({path})")
-    model.load_state_dict(trained.state_dict())
+    missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
+    if unexpected or any(".smooth_" not in f".{k}" for k in missing):
+        raise ValueError(f"init: {path} does not fit this model (missing {missing}, unexpected {unexpected})")
 
 
 @torch.no_grad()
