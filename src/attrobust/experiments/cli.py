@@ -295,6 +295,50 @@ def quickstart_command(
     _quickstart(out_dir, budget, force, quiet)
 
 
+@app.command("audit")
+@friendly
+def audit_command(
+    model: Annotated[str, typer.Option("--model", help="package.module:factory returning your nn.Module.")],
+    data: Annotated[str, typer.Option("--data", help="A dataset name (attrobust list) or a folder of class folders.")],
+    weights: Annotated[Path | None, typer.Option(help="State dict to load (torch.load weights_only=True).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where on-disk datasets live.")] = None,
+    size: Annotated[int, typer.Option(help="Image size for a folder of images.")] = 224,
+    n: Annotated[int | None, typer.Option(help="Number of test samples.")] = None,
+    metrics: Annotated[str | None, typer.Option(help="Extra metrics: 'all' or comma-separated names.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")] = None,
+    sets: SetOption = None,
+    out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html, report.md).")] = Path("audit"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Audit your own model: attributional-robustness evaluation and report for any nn.Module on [0,1] images."""
+    import sys
+
+    from .audit import audit, load_factory, load_weights
+    from .evaluate import format_table, table_row
+
+    sys.path.insert(0, str(Path.cwd()))
+    net = load_factory(model)
+    if weights is not None:
+        load_weights(net, weights)
+    net.eval()  # a factory returns a module in train mode; the audit evaluates it in eval mode
+    cfg = None
+    if config is not None or sets or n is not None or metrics is not None:
+        cfg = eval_defaults(data if "/" not in data else None)
+        if config is not None:
+            cfg = merge_yaml(cfg, config)
+        cfg = apply_overrides(cfg, sets or [])
+        flags: dict[str, Any] = {"n": n}
+        if metrics is not None:
+            flags["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
+        cfg = merge(cfg, _drop_none(flags))
+    result = audit(net, data, data_dir=data_dir, size=size, config=cfg, out_dir=out, progress=not quiet)
+    typer.echo(format_table([table_row(type(net).__name__, result["results"])]))
+    for message in result["warnings"]:
+        typer.echo(f"warning: {message}")
+    typer.echo(f"html: {result['report'][0]}")
+    typer.echo(f"markdown: {result['report'][1]}")
+
+
 @bench_app.command("table")
 @friendly
 def table_command(
