@@ -9,7 +9,10 @@ Attributions never change ``model.training`` or any ``requires_grad`` flag.
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .._checks import check_choice, check_images, check_int, check_labels
@@ -97,6 +100,7 @@ def integrated_gradients(
     create_graph: bool = False,
     batch_steps: int | None = None,
     output: str = "logit",
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al. 2017), shape ``(N, C, H, W)``.
 
@@ -106,6 +110,11 @@ def integrated_gradients(
     evaluated ``batch_steps`` at a time (``batch_steps * N`` images per forward pass; ``None`` picks one step per
     pass, the fastest on small CPUs; see ``benchmarks/``), so memory stays bounded without ``create_graph``.
     ``sum(IG) ~= f(x) - f(x0)`` (completeness) with an error that shrinks as ``steps`` grows.
+
+    With ``create_graph=True`` the graph of every path point is kept for the caller's backward pass, so memory
+    grows with ``steps * N``; ``checkpoint=True`` keeps only each chunk's inputs and recomputes the chunk's
+    forward and first backward during the caller's backward (activation checkpointing), which bounds the memory
+    by one chunk at the cost of that recomputation. Values and gradients are the same either way.
     """
     check_images(x)
     target = as_target(target, x)
@@ -114,7 +123,9 @@ def integrated_gradients(
     chunk = 1 if batch_steps is None else int(batch_steps)
     if chunk < 1:
         raise ValueError(f"batch_steps: expected an integer >= 1 or None, got {batch_steps!r}")
-    return _integrate(model, x, target, baseline, alphas, weights, chunk, create_graph, output)
+    if not isinstance(checkpoint, bool):
+        raise ValueError(f"checkpoint: expected a bool, got {checkpoint!r}")
+    return _integrate(model, x, target, baseline, alphas, weights, chunk, create_graph, output, checkpoint)
 
 
 def _integrate(
@@ -127,6 +138,7 @@ def _integrate(
     chunk: int,
     create_graph: bool,
     output: str,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """Weighted sum of path gradients, ``chunk`` path points per forward pass (no input validation)."""
     n = x.shape[0]
@@ -141,6 +153,13 @@ def _integrate(
         points = (baseline + a.view(c, 1, 1, 1, 1) * delta).reshape(c * n, *x.shape[1:])
         if not create_graph:
             points = points.detach()
-        grads = gradient(model, points, target.repeat(c), create_graph=create_graph, output=output)
+        targets = target.repeat(c)
+        if checkpoint and create_graph:
+            grads = torch.utils.checkpoint.checkpoint(
+                functools.partial(gradient, model, create_graph=True, output=output), points, targets,
+                use_reentrant=False,
+            )  # fmt: skip
+        else:
+            grads = gradient(model, points, targets, create_graph=create_graph, output=output)
         total = total + (grads.view(c, *x.shape) * w.view(c, 1, 1, 1, 1)).sum(0)
     return delta * total

@@ -80,9 +80,13 @@ def context(device: str = "cpu") -> Dist:
 
 
 def shutdown() -> None:
-    """Leave the process group when one was joined (the end of a ``torchrun`` command)."""
+    """The end of a ``torchrun`` command: wait until every process is done with the group.
+
+    The group is left to be torn down with the processes: calling ``destroy_process_group`` here made a gloo
+    rank abort at exit now and then (``terminate called without an active exception``) on a loaded machine,
+    which torchrun reports as a failed run."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        dist.barrier()  # every process is done talking before any leaves
 
 
 def barrier(ctx: Dist) -> None:
