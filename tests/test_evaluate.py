@@ -153,3 +153,20 @@ def test_table_row_and_format() -> None:
     lines = format_table([row, table_row("x", {"summary": {"natural_acc": 0.5}})]).splitlines()
     assert len(lines) == 4 and lines[0].startswith("model")
     assert len({len(line) for line in lines}) == 1, "columns are aligned"
+
+
+def test_ifia_random_start_reaches_the_attack(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from attrobust import attacks
+
+    seen = []
+    original = attacks.ifia
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["random_start"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attacks, "ifia", spy)
+    for flag in (False, True):
+        cfg = from_dict(EvalConfig, {**FAST, "n": 6, "skip_pgd": True, "ifia": {**FAST["ifia"], "random_start": flag}})
+        evaluate(checkpoint, cfg, progress=False, out=checkpoint.parent / f"rs{flag}.json", db=False)
+    assert seen and set(seen) == {False, True}

@@ -179,7 +179,11 @@ class PGDEvalConfig:
 class IFIAEvalConfig:
     """IFIA attack on the attribution (Ghorbani et al. 2019) as evaluated in the RAR paper: top-k
     dissimilarity, best of ``restarts`` runs by ``select_by``; ``beta`` is the softplus surrogate's sharpness
-    (the RAR code used ``tf.nn.softplus``, beta 1); ``ig_steps`` the IG path points."""
+    (the RAR code used ``tf.nn.softplus``, beta 1); ``ig_steps`` the IG path points. ``random_start`` starts
+    every run from a uniform point of the eps ball instead of the clean image (Ghorbani et al. start from the
+    clean image; restarts after the first always start randomly). From the clean image the top-k objective can
+    have a zero gradient: IG with a black baseline is zero on black pixels, ``|.|`` has zero slope there, and a
+    digit with at most ``k`` lit pixels keeps all its map mass inside the top-k, so the attack never moves."""
 
     attribution: str = "ig"
     dissimilarity: str = "topk"
@@ -191,6 +195,7 @@ class IFIAEvalConfig:
     ig_steps: int = 100
     restarts: int = 3
     select_by: Literal["kendall", "topk"] = "kendall"
+    random_start: bool = False
 
     def __post_init__(self) -> None:
         _check_min(self.k, "ifia.k", 1)

@@ -513,7 +513,7 @@ def saliency_examples(
     res = attacks.ifia(
         model, x, y, attribution=i.attribution, k=i.k, eps=i.eps, step_size=i.step_size, steps=i.steps,
         beta=i.beta, dissimilarity=i.dissimilarity, ig_steps=i.ig_steps, restarts=i.restarts,
-        select_by=i.select_by, generator=gen,
+        select_by=i.select_by, random_start=i.random_start, generator=gen,
     )  # fmt: skip
     attr = _attribution_fn(i.attribution, i.ig_steps, None)
     h, w = x.shape[-2:]
