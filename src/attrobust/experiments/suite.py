@@ -111,7 +111,8 @@ class Batch:
 
     def adv_maps(self) -> torch.Tensor:
         if "adv" not in self._cache:
-            assert self.x_adv is not None and self.attacked is not None
+            if self.x_adv is None or self.attacked is None:
+                raise ValueError("adv_maps: expected a batch with IFIA results (x_adv, attacked), got none")
             self._cache["adv"] = self.explain(self.model, self.x_adv, self.y[self.attacked])
         return self._cache["adv"]
 
@@ -218,7 +219,8 @@ def _corruptions(batch: Batch) -> dict[str, torch.Tensor]:
 
 def _localization(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]:
     def run(batch: Batch) -> dict[str, torch.Tensor]:
-        assert batch.boxes is not None
+        if batch.boxes is None:
+            raise ValueError(f"{name}: expected a batch with bounding boxes, got none")
         pred = metrics.boxes_from_maps(batch.clean_maps())
         gt = batch.boxes.to(pred.device)
         if name == "gt_known_loc":
