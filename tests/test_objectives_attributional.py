@@ -10,22 +10,15 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from attrobust import data, objectives
+from attrobust import objectives
 from attrobust.models import softplus
 from attrobust.objectives.adversarial import kl_rows
 from attrobust.objectives.attributional import art_triplet, loss_ig, pearson_loss, runner_up
-
-
-def tiny_net(seed: int = 0, num_classes: int = 3) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 16, num_classes)
-    )  # fmt: skip
+from test_objectives import synthetic_batch, tiny_net
 
 
 def batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    ds = data.load("synthetic", "train", n=n, size=8, num_classes=3, seed=seed)
-    return ds.images, ds.labels
+    return synthetic_batch(n, seed)
 
 
 def gen(seed: int = 0) -> torch.Generator:

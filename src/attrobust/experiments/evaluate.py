@@ -260,7 +260,7 @@ def _evaluate_batch(
     xb: torch.Tensor,
     yb: torch.Tensor,
     config: EvalConfig,
-    metric_names: list[str] = (),  # type: ignore[assignment]
+    metric_names: tuple[str, ...] | list[str] = (),
     boxes: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Natural accuracy, PGD accuracy and IFIA (on the correctly classified) of evaluation batch ``b``.
