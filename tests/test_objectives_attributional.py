@@ -322,3 +322,27 @@ def test_adversarial_objectives_warm_up_and_stay_in_the_ball(net: nn.Module, nam
     assert logs["eps"] == pytest.approx(0.1)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("ig_norm", {"ig_steps": 4, "attack_ig_steps": 2, **BUDGET}),
+        ("ig_sum_norm", {"ig_steps": 4, "attack_ig_steps": 2, **BUDGET}),
+        ("trades+igr", {"ig_steps": 4, "beta": 1.0, **BUDGET}),
+        ("adv_aat", {"ig_steps": 4, "attack_ig_steps": 2, **BUDGET}),
+    ],
+)
+def test_ig_checkpoint_gives_the_same_loss_and_gradients(name: str, params: dict) -> None:
+    x, y = batch()
+    grads = []
+    for flag in (False, True):
+        model = tiny_net(3).train()
+        loss, _ = objectives.create(name, ig_checkpoint=flag, **params)(model, x, y, generator=gen(4))
+        loss.backward()
+        grads.append((loss.detach(), [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="ig_checkpoint: expected a bool"):
+        objectives.create(name, ig_checkpoint="yes", **params)

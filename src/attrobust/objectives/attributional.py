@@ -16,6 +16,11 @@ dependence on the weights remains). ``softplus_beta`` (where offered) computes t
 ``attrobust.models.softplus(model, softplus_beta)``, a parameter-sharing copy with Softplus(beta) in place of ReLU; ART
 always does so (its paper's recipe), the others default to the model itself as their papers did.
 
+Memory. The outer losses differentiate through ``ig_steps`` IG points; ``ig_checkpoint=True`` (IG-NORM,
+IG-SUM-NORM, IGR, AdvAAT) recomputes each point during the backward pass instead of keeping its graph, so memory
+stays at one point's graph (``attributions.integrated_gradients(checkpoint=True)``) at the cost of that
+recomputation; the loss and gradients are the same.
+
 Per-example independence. Attributions of a batch are computed as the gradient of a sum, which presumes the
 model does not mix examples (no batch statistics): batch-norm networks should be trained in eval mode for these
 objectives or use group/layer norm.
@@ -65,6 +70,11 @@ def _check_beta(beta: float | None, name: str) -> None:
             raise ValueError(f"{name}: expected None or a float > 0, got {beta!r}")
 
 
+def _check_flag(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected a bool, got {value!r}")
+
+
 def _start(x: torch.Tensor, eps: float, random_start: bool, generator: torch.Generator | None) -> torch.Tensor:
     """Inner-attack start: a uniform point of the l_inf eps ball (clamped to [0, 1]) or ``x`` itself."""
     return random_point(x, eps, "linf", generator) if random_start else x
@@ -85,7 +95,13 @@ def _inner(
 
 
 def loss_ig(
-    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, steps: int, rule: str = "right"
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    rule: str = "right",
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """``IG^ℓ_y(x, x')`` of the RAR paper: Integrated Gradients of the per-example cross-entropy from the baseline
     ``x`` to ``x_adv``, ``(N, C, H, W)``, differentiable w.r.t. ``x_adv`` and the parameters.
@@ -93,7 +109,7 @@ def loss_ig(
     Completeness: ``sum(IG) ~= CE(x') - CE(x)``, exactly so as ``steps`` grows.
     """
     return integrated_gradients(
-        model, x_adv, y, baseline=x, steps=steps, rule=rule, create_graph=True, output="loss"
+        model, x_adv, y, baseline=x, steps=steps, rule=rule, create_graph=True, output="loss", checkpoint=checkpoint
     )
 
 
@@ -123,6 +139,7 @@ def ig_norm(
     ig_rule: str = "right",
     size: str = "l1",
     softplus_beta: float | None = None,
+    ig_checkpoint: bool = False,
 ) -> Objective:
     """IG-NORM (RAR paper eq. 4 with ``s = ‖·‖_1`` on the input layer; IGR paper appendix B.2 eq. 46):
     ``CE(f(x), y) + lam * max_{‖x' - x‖_∞ ≤ eps} ‖IG^ℓ_y(x, x')‖_1``.
@@ -147,6 +164,7 @@ def ig_norm(
     check_budget("ig_norm", eps, step_size, steps, eps_warmup)
     _check_rar("ig_norm", ig_steps, attack_ig_steps, ig_rule, size)
     _check_beta(softplus_beta, "ig_norm softplus_beta")
+    _check_flag(ig_checkpoint, "ig_norm ig_checkpoint")
     warmup = Warmup(eps_warmup)
 
     def adversarial(
@@ -160,7 +178,7 @@ def ig_norm(
         )  # fmt: skip
         logits = logits_of(model, x, y)
         ce = F.cross_entropy(logits, y)
-        reg = _size(loss_ig(attr, x, x_adv, y, ig_steps, ig_rule), size).mean()
+        reg = _size(loss_ig(attr, x, x_adv, y, ig_steps, ig_rule, ig_checkpoint), size).mean()
         loss = ce + lam * reg
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "ig_norm": float(reg.detach()), "eps": e}  # fmt: skip
@@ -185,6 +203,7 @@ def ig_sum_norm(
     ig_rule: str = "right",
     size: str = "l1",
     softplus_beta: float | None = None,
+    ig_checkpoint: bool = False,
 ) -> Objective:
     """IG-SUM-NORM (RAR paper; IGR paper appendix B.2 eq. 47):
     ``max_{‖x' - x‖_∞ ≤ eps} CE(f(x'), y) + beta * ‖IG^ℓ_y(x, x')‖_1``.
@@ -202,12 +221,14 @@ def ig_sum_norm(
     check_budget("ig_sum_norm", eps, step_size, steps, eps_warmup)
     _check_rar("ig_sum_norm", ig_steps, attack_ig_steps, ig_rule, size)
     _check_beta(softplus_beta, "ig_sum_norm softplus_beta")
+    _check_flag(ig_checkpoint, "ig_sum_norm ig_checkpoint")
     warmup = Warmup(eps_warmup)
 
-    def bracket(model: nn.Module, attr: nn.Module, x: torch.Tensor, xa: torch.Tensor, y: torch.Tensor, m: int):
+    def bracket(model: nn.Module, attr: nn.Module, x: torch.Tensor, xa: torch.Tensor, y: torch.Tensor, m: int,
+                checkpoint: bool = False):  # fmt: skip
         logits = logits_of(model, xa, y)
         ce = F.cross_entropy(logits, y, reduction="none")
-        reg = _size(loss_ig(attr, x, xa, y, m, ig_rule), size) if beta else torch.zeros_like(ce)
+        reg = _size(loss_ig(attr, x, xa, y, m, ig_rule, checkpoint), size) if beta else torch.zeros_like(ce)
         return ce, reg, logits
 
     def adversarial(
@@ -221,7 +242,7 @@ def ig_sum_norm(
             return ce + beta * reg
 
         x_adv = _inner(inner_loss, x, e, step_size * warmup.fraction, steps, random_start, generator)
-        ce, reg, logits = bracket(model, attr, x, x_adv, y, ig_steps)
+        ce, reg, logits = bracket(model, attr, x, x_adv, y, ig_steps, ig_checkpoint)
         loss = (ce + beta * reg).mean()
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach().mean()),
                 "ig_norm": float(reg.detach().mean()), "eps": e}  # fmt: skip
@@ -311,17 +332,20 @@ def art(
     return finish(adversarial, name, warmup)
 
 
-def _paired_ig(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, steps: int):
+def _paired_ig(
+    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, steps: int, checkpoint: bool = False
+):
     """IG of the true-class logit (zero baseline, right rule) of ``x`` and ``x_adv`` in one pass, each flattened
     ``(N, C*H*W)``, differentiable w.r.t. the parameters."""
     n = x.shape[0]
-    ig = integrated_gradients(model, torch.cat([x, x_adv]), torch.cat([y, y]), steps=steps, create_graph=True)
+    ig = integrated_gradients(model, torch.cat([x, x_adv]), torch.cat([y, y]), steps=steps, create_graph=True,
+                              checkpoint=checkpoint)  # fmt: skip
     flat = ig.flatten(1)
     return flat[:n], flat[n:]
 
 
 def igr(base: str = "pgd_at", lam: float = 1.0, ig_steps: int = 10, softplus_beta: float | None = None,
-        **base_params: Any) -> Objective:  # fmt: skip
+        ig_checkpoint: bool = False, **base_params: Any) -> Objective:  # fmt: skip
     """IGR (IGR paper eq. 3, Table 1, Algorithm 1): ``L_base + lam * (1 - cos(IG(x), IG(x~)))``.
 
     ``base`` is ``"pgd_at"``, ``"trades"`` or ``"mart"`` (any registered objective exposing ``adversarial``),
@@ -339,6 +363,7 @@ def igr(base: str = "pgd_at", lam: float = 1.0, ig_steps: int = 10, softplus_bet
     lam = check_weight(lam, "igr lam")
     check_int(ig_steps, "igr ig_steps", 1)
     _check_beta(softplus_beta, "igr softplus_beta")
+    _check_flag(ig_checkpoint, "igr ig_checkpoint")
     base_objective = create(base, **base_params)
     base_adversarial = getattr(base_objective, "adversarial", None)
     if base_adversarial is None:
@@ -348,7 +373,7 @@ def igr(base: str = "pgd_at", lam: float = 1.0, ig_steps: int = 10, softplus_bet
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         base_loss, logs, x_adv = base_adversarial(model, x, y, generator=generator)
-        ig_x, ig_adv = _paired_ig(_attribution_model(model, softplus_beta), x, x_adv, y, ig_steps)
+        ig_x, ig_adv = _paired_ig(_attribution_model(model, softplus_beta), x, x_adv, y, ig_steps, ig_checkpoint)
         reg = (1.0 - F.cosine_similarity(ig_x, ig_adv, dim=1, eps=1e-12)).mean()
         loss = base_loss + lam * reg
         logs = {**logs, "loss": float(loss.detach()), "base_loss": float(base_loss.detach()),
@@ -369,9 +394,11 @@ def _igr_with(base: str) -> Callable[..., Objective]:
     """The factory of ``<base>+igr``: :func:`igr` with ``base`` fixed."""
 
     def factory(
-        lam: float = 1.0, ig_steps: int = 10, softplus_beta: float | None = None, **base_params: Any
+        lam: float = 1.0, ig_steps: int = 10, softplus_beta: float | None = None, ig_checkpoint: bool = False,
+        **base_params: Any,
     ) -> Objective:
-        return igr(base, lam=lam, ig_steps=ig_steps, softplus_beta=softplus_beta, **base_params)
+        return igr(base, lam=lam, ig_steps=ig_steps, softplus_beta=softplus_beta, ig_checkpoint=ig_checkpoint,
+                   **base_params)  # fmt: skip
 
     factory.__doc__ = f"``{base}`` + IGR: :func:`igr` with ``base={base!r}`` (``base_params`` go to ``{base}``)."
     factory.__qualname__ = f"{base}+igr"
@@ -400,6 +427,7 @@ def adv_aat(
     random_start: bool = True,
     eps_warmup: int = 0,
     softplus_beta: float | None = None,
+    ig_checkpoint: bool = False,
 ) -> Objective:
     """AdvAAT with the robust training loss (IGR paper appendix B.2 eq. 48):
     ``max_{‖x~ - x‖_∞ ≤ eps} CE(f(x~), y) + lam * PCL(IG(x), IG(x~))``, ``PCL = 1 - (PCC + 1) / 2``.
@@ -417,6 +445,7 @@ def adv_aat(
     check_int(ig_steps, "adv_aat ig_steps", 1)
     check_int(attack_ig_steps, "adv_aat attack_ig_steps", 1)
     _check_beta(softplus_beta, "adv_aat softplus_beta")
+    _check_flag(ig_checkpoint, "adv_aat ig_checkpoint")
     warmup = Warmup(eps_warmup)
 
     def adversarial(
@@ -434,7 +463,7 @@ def adv_aat(
         x_adv = _inner(inner_loss, x, e, step_size * warmup.fraction, steps, random_start, generator)
         logits = logits_of(model, x_adv, y)
         ce = F.cross_entropy(logits, y)
-        pcl = pearson_loss(*_paired_ig(attr, x, x_adv, y, ig_steps)).mean()
+        pcl = pearson_loss(*_paired_ig(attr, x, x_adv, y, ig_steps, ig_checkpoint)).mean()
         loss = ce + lam * pcl
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "pcl": float(pcl.detach()), "eps": e}  # fmt: skip
