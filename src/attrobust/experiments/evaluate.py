@@ -179,11 +179,12 @@ def evaluate(
     finally:
         bar.close()
         model.train(was_training)
-    for gathered in distributed.gather(parts, ctx)[1:] if ctx.active else []:
-        parts.update(gathered)
-    if ctx.active and not ctx.main:
-        parts = {}
-    merged = _merge_batches([parts[b] for b in sorted(parts)], idx, config) if ctx.main or not ctx.active else None
+    merged = None
+    if ctx.main:
+        every = {b: part for rank_parts in distributed.gather(parts, ctx) for b, part in rank_parts.items()}
+        merged = _merge_batches([every[b] for b in sorted(every)], idx, config)
+    else:
+        distributed.gather(parts, ctx)
     merged = distributed.broadcast(merged, ctx)
     correct = torch.tensor(merged["natural_correct"], dtype=torch.bool)
     pgd_correct = None if merged["pgd_correct"] is None else torch.tensor(merged["pgd_correct"], dtype=torch.bool)

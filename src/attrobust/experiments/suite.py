@@ -32,6 +32,7 @@ from ..attributions import get_attribution, integrated_gradients
 from ..attributions.layer import last_feature_layer
 from ..metrics import bounds, faithfulness
 from .config import EvalConfig
+from .train import derive_seed
 
 # metrics of one example pair (clean map, IFIA-perturbed map)
 PAIR_METRICS = ("spearman", "pearson", "cosine", "ssim")
@@ -93,8 +94,6 @@ class Batch:
     _cache: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def generator(self, name: str) -> torch.Generator:
-        from .train import derive_seed
-
         return torch.Generator(device=self.x.device).manual_seed(derive_seed(self.config.seed, f"{name}/{self.index}"))
 
     def explain(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

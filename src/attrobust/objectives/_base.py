@@ -99,18 +99,24 @@ class Warmup:
 def finish(adversarial: AdversarialFn, qualname: str, warmup: Warmup | None = None) -> Objective:
     """Wrap ``adversarial(model, x, y, *, generator) -> (loss, logs, x_adv)`` into an objective.
 
-    The objective validates the batch, returns ``(loss, logs)``, and carries ``adversarial`` (for IGR) and, when
-    a ``warmup`` is given, ``set_step`` (called by the trainer before every step).
+    Both the objective and its ``adversarial`` attribute (for IGR) validate the batch; the objective returns
+    ``(loss, logs)`` and, when a ``warmup`` is given, carries ``set_step`` (called by the trainer before every
+    step).
     """
+
+    def checked(
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        check_batch(x, y)
+        return adversarial(model, x, y, generator=generator)
 
     def objective(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        check_batch(x, y)
-        loss, logs, _ = adversarial(model, x, y, generator=generator)
+        loss, logs, _ = checked(model, x, y, generator=generator)
         return loss, logs
 
-    objective.adversarial = adversarial  # type: ignore[attr-defined]
+    objective.adversarial = checked  # type: ignore[attr-defined]
     if warmup is not None:
         objective.set_step = warmup.set_step  # type: ignore[attr-defined]
     objective.__qualname__ = qualname

@@ -19,7 +19,6 @@ from ._base import (
     Objective,
     Warmup,
     accuracy,
-    check_batch,
     check_budget,
     check_weight,
     cross_entropy,
@@ -80,7 +79,6 @@ def pgd_at(
     def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        check_batch(x, y)
         scale = warmup.fraction
         x_adv = pgd(
             model, x, y, eps=eps * scale, step_size=step_size * scale, steps=steps,
@@ -137,7 +135,6 @@ def trades(
     def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        check_batch(x, y)
         scale = warmup.fraction
         with model_mode(model, "eval"):
             with torch.no_grad():
@@ -190,7 +187,6 @@ def mart(
     def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        check_batch(x, y)
         scale = warmup.fraction
         with model_mode(model, "eval"):
             x_adv = pgd_loop(
