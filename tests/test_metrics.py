@@ -3,6 +3,7 @@ the registry contract (every registered metric through shape and finiteness chec
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -286,6 +287,47 @@ def test_count_inversions_matches_brute_force(d):
         torch.testing.assert_close(_ranking._count_inversions(v), brute_inversions(v))
 
 
+def _pair_count_cases() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(11)
+    cont = torch.randn(9, 300, generator=g)
+    cases = [
+        (cont, 0.5 * cont + torch.randn(9, 300, generator=g)),  # float32
+        (cont.double(), torch.randint(0, 4, (9, 300), generator=g).double()),  # float64 against heavy ties
+        (torch.randint(-4, 4, (5, 70), generator=g), torch.randint(-2, 2, (5, 70), generator=g).int()),  # int64/32
+        (torch.randint(0, 3, (4, 50), generator=g).to(torch.int16), cont[:4, :50].half()),  # widened dtypes
+        (torch.zeros(3, 40), torch.rand(3, 40, generator=g)),  # constant rows
+        (torch.rand(2, 1, generator=g), torch.rand(2, 1, generator=g)),  # D = 1
+        (torch.rand(2, 70_000, generator=g), torch.rand(2, 70_000, generator=g)),  # ranks beyond 16 bits
+    ]
+    signed = torch.randn(6, 90, generator=g)
+    signed[:, ::3] = -0.0
+    signed[:, 1::3] = 0.0
+    cases.append((signed, -signed.double()))
+    return cases
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_compiled_cpu_pair_counts_equal_the_vectorised_ones(case):
+    a, b = _pair_count_cases()[case]
+    compiled = _ranking._pair_counts(a, b)  # the CPU path
+    for x, y in zip(compiled, _ranking._pair_counts_torch(a, b), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_compiled_pair_counts_do_not_depend_on_the_thread_count():
+    g = torch.Generator().manual_seed(12)
+    a, b = torch.rand(37, 100, generator=g), torch.randint(0, 9, (37, 100), generator=g).float()
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append(torch.stack(_ranking._pair_counts(a, b)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(r, results[0]) for r in results)
+
+
 def test_kendall_rejects_bad_input():
     with pytest.raises(ValueError, match="expected equal shapes"):
         kendall_tau(torch.rand(2, 10), torch.rand(2, 11))
@@ -421,3 +463,15 @@ def test_every_registered_metric_has_test_arguments():
     assert set(METRICS.names()) == set(METRIC_KINDS), "register metrics with register_metric(name, kind)"
     needed = {i for inputs in METRIC_KIND_INPUTS.values() for i in inputs}
     assert needed <= set(_registry_inputs()), "add a test value for every input of a new kind to _registry_inputs"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_compiled_pair_counts_work_in_a_forked_child():
+    a, b = torch.rand(40, 50), torch.rand(40, 50)
+    expected = kendall_tau(a, b)  # the parent starts its thread pool
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        ok = torch.equal(kendall_tau(a, b), expected)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from attrobust._checks import check_k, check_same_shape
+from attrobust._pair_counts_cpu import pair_counts as pair_counts_cpu
 
-# Elements (rows x D) that ``kendall_tau`` handles together: chunks bound the memory for any N (about 15 int64
-# buffers of the chunk's size). On the CPU a small chunk keeps the passes cache friendly; on an accelerator a
-# large one keeps the kernels busy.
-_KENDALL_CHUNK_ELEMENTS = {"cpu": 1 << 18, "other": 1 << 22}
+# Elements (rows x D) that ``kendall_tau`` handles together: chunks bound the memory for any N. On the CPU the
+# compiled kernel works row by row and the chunk only bounds its key tables (a few int64 per element); on an
+# accelerator the vectorised passes hold about 15 int64 buffers of the chunk's size and a large chunk keeps them busy.
+_KENDALL_CHUNK_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 22}
 
 
 def saliency_map(a: torch.Tensor) -> torch.Tensor:
@@ -57,10 +59,21 @@ def _as_maps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"a, b: expected a non-empty batch of non-empty maps, got shape {tuple(a.shape)}")
     for name, t in (("a", a), ("b", b)):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not _all_finite(t):
             bad = int((~torch.isfinite(t)).sum())
             raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
     return a, b
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of the float tensor ``t`` is finite.
+
+    CPU float32/float64 tensors are checked by numpy on the calling thread: a parallel torch check here would
+    leave torch's intra-op threads spinning for milliseconds while the Kendall kernel wants those cores.
+    """
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
+        return bool(np.isfinite(t.detach().numpy()).all())
+    return bool(torch.isfinite(t).all())
 
 
 def _result_dtype(t: torch.Tensor) -> torch.dtype:
@@ -182,8 +195,16 @@ def _pair_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Exact pair counts of each row pair of two ``(n, D)`` maps, each an int64 tensor ``(n,)``.
 
     Returns ``(n0, n1, n2, n3, n_d)``: all pairs ``D (D - 1) / 2``, pairs tied in ``a``, tied in ``b``, tied in
-    both, and discordant pairs. Concordant pairs are ``n0 - n1 - n2 + n3 - n_d``. O(D log D) per row.
+    both, and discordant pairs. Concordant pairs are ``n0 - n1 - n2 + n3 - n_d``. O(D log D) per row. On the CPU
+    a compiled kernel (:mod:`attrobust._pair_counts_cpu`) does the work; elsewhere :func:`_pair_counts_torch`.
     """
+    if a.device.type == "cpu":
+        return pair_counts_cpu(a, b)
+    return _pair_counts_torch(a, b)
+
+
+def _pair_counts_torch(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """:func:`_pair_counts` with vectorised torch operations over the whole batch (any device)."""
     d = a.shape[1]
     # Sort on b and take its dense ranks, then sort stably on a: the order is lexicographic in (a, b).
     b_sorted, perm = _order_keys(b).sort(dim=1)
