@@ -106,5 +106,19 @@ def test_hooks_in_the_prefix_still_fire_once_per_path_point() -> None:
 
 
 def test_affine_prefix_flag_is_checked(tiny_cnn: nn.Module) -> None:
-    with pytest.raises(ValueError, match="affine_prefix: expected a bool"):
+    with pytest.raises(ValueError, match="affine_prefix: expected a bool or None"):
         integrated_gradients(tiny_cnn, torch.rand(1, 1, 8, 8), 0, affine_prefix=1)
+
+
+def test_default_skips_the_prefix_only_when_checkpointing_a_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    from attrobust.attributions import gradients
+
+    calls = []
+    real = gradients.affine_split
+    monkeypatch.setattr(gradients, "affine_split", lambda m: calls.append(1) or real(m))
+    model, x = _model("mnist_cnn")
+    for kw, expected in (({}, 1), ({"create_graph": True}, 1), ({"checkpoint": True}, 1),
+                         ({"create_graph": True, "checkpoint": True}, 0)):  # fmt: skip
+        calls.clear()
+        integrated_gradients(model, x, 0, steps=3, **kw)
+        assert len(calls) == expected, kw

@@ -133,7 +133,7 @@ def _attribution_fn(
     alphas, weights = ig_alphas(ig_steps, ig_rule)
 
     def ig(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return _integrate(net, p, t, torch.zeros_like(p), alphas, weights, 1, True, output)
+        return _integrate(net, p, t, torch.zeros_like(p), alphas, weights, 1, True, output, affine_prefix=True)
 
     return ig, False
 
