@@ -275,7 +275,7 @@ def _evaluate_batch(
     device = xb.device
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    with torch.no_grad():
+    with torch.inference_mode():
         correct = model(xb).argmax(1) == yb
     timings["natural"] = time.perf_counter() - t
     out: dict[str, Any] = {"natural_correct": correct.cpu().tolist(), "pgd_correct": None, "ifia": None,
@@ -288,7 +288,7 @@ def _evaluate_batch(
             model, xb, yb, eps=config.pgd.eps, step_size=config.pgd.step_size, steps=config.pgd.steps,
             random_start=config.pgd.random_start, generator=gen,
         )  # fmt: skip
-        with torch.no_grad():
+        with torch.inference_mode():
             out["pgd_correct"] = (model(x_adv).argmax(1) == yb).cpu().tolist()
         timings["pgd"] = time.perf_counter() - t
     if not config.skip_ifia:

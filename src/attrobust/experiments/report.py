@@ -501,7 +501,7 @@ def saliency_examples(
     train_config = results.get("train_config") if isinstance(results.get("train_config"), dict) else None
     ds = _resolve_dataset(cfg, train_config or info.get("config"))
     candidates = torch.tensor(_candidates(results, len(ds), cfg), dtype=torch.int64)
-    with torch.no_grad():
+    with torch.inference_mode():
         pred = torch.cat([model(ds.images[candidates[i : i + 256]].to(cfg.device)).argmax(1).cpu()
                           for i in range(0, len(candidates), 256)])  # fmt: skip
     chosen = candidates[pred == ds.labels[candidates]][:n_examples]

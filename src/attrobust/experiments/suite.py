@@ -224,7 +224,7 @@ def _localization(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]:
         gt = batch.boxes.to(pred.device)
         if name == "gt_known_loc":
             return {name: _column(metrics.gt_known_loc(pred, gt))}
-        with torch.no_grad():
+        with torch.inference_mode():
             logits = batch.model(batch.x)
         return {name: _column(metrics.top1_loc(pred, gt, logits, batch.y))}
 

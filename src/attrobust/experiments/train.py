@@ -169,7 +169,7 @@ def init_weights(model: nn.Module, source: str | Path) -> None:
         raise ValueError(f"init: {path} does not fit this model (missing {missing}, unexpected {unexpected})")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def clean_accuracy(model: nn.Module, ds: ImageDataset, batch_size: int = 500, device: str = "cpu") -> float:
     """Fraction of ``ds`` that ``model`` (in eval mode) classifies correctly."""
     was_training = model.training
