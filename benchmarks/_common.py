@@ -26,6 +26,21 @@ def best_time(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_times(fns: dict[str, Callable[[], Any]], repeat: int = 3, warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each function (seconds), measured in rounds that run every function once in turn, so
+    a slow spell of a noisy machine hits all of them alike (unlike timing each function's repeats in a row)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     return {

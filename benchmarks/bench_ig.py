@@ -1,7 +1,8 @@
 """Integrated Gradients speed: our chunk sizes vs. Captum vs. the floor of 50 plain gradient passes.
 
 Run: ``python -m benchmarks.bench_ig [--n 100] [--steps 50] [--threads 2] [--json out.json]``.
-All figures of one run are measured side by side; quote their ratios, not the seconds.
+All figures of one run are measured side by side, in rounds that run every variant once in turn (medians
+reported); quote their ratios, not the seconds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from attrobust.attributions import gradient, ig_alphas, integrated_gradients
 from attrobust.models import create
 
-from ._common import best_time, print_table, write_json
+from ._common import interleaved_times, print_table, write_json
 
 
 def run(n: int = 100, steps: int = 50, threads: int = 2, repeat: int = 3, json_path: str | None = None) -> dict:
@@ -28,12 +29,11 @@ def run(n: int = 100, steps: int = 50, threads: int = 2, repeat: int = 3, json_p
         for a in alphas.tolist():
             gradient(model, a * x, y)
 
-    timings = {"floor (plain gradient passes)": best_time(floor, repeat)}
+    fns = {"floor (plain gradient passes)": floor}
     for chunk in (1, 2, 5, 10, steps):
-        timings[f"ours batch_steps={chunk}"] = best_time(
-            lambda c=chunk: integrated_gradients(model, x, y, steps=steps, batch_steps=c), repeat
-        )
-    timings["ours default"] = best_time(lambda: integrated_gradients(model, x, y, steps=steps), repeat)
+        fns[f"ours batch_steps={chunk}"] = lambda c=chunk: integrated_gradients(model, x, y, steps=steps, batch_steps=c)
+    fns["ours default"] = lambda: integrated_gradients(model, x, y, steps=steps)
+    fns["ours affine_prefix=False"] = lambda: integrated_gradients(model, x, y, steps=steps, affine_prefix=False)
     reference = integrated_gradients(model, x, y, steps=steps)
     max_diff = None
     try:
@@ -43,12 +43,12 @@ def run(n: int = 100, steps: int = 50, threads: int = 2, repeat: int = 3, json_p
     if IntegratedGradients is not None:
         ig = IntegratedGradients(model)
         for ibs in (n, 5 * n, steps * n):
-            timings[f"captum internal_batch_size={ibs}"] = best_time(
-                lambda b=ibs: ig.attribute(x, target=y, n_steps=steps, method="riemann_right", internal_batch_size=b),
-                repeat,
+            fns[f"captum internal_batch_size={ibs}"] = lambda b=ibs: ig.attribute(
+                x, target=y, n_steps=steps, method="riemann_right", internal_batch_size=b
             )
         theirs = ig.attribute(x, target=y, n_steps=steps, method="riemann_right", internal_batch_size=n)
         max_diff = float((theirs - reference).abs().max())
+    timings = interleaved_times(fns, repeat)
     base = timings["floor (plain gradient passes)"]
     rows = [[name, t, t / base] for name, t in timings.items()]
     print_table(

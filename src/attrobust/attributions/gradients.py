@@ -247,14 +247,17 @@ def _path_sum(
 ) -> torch.Tensor:
     """``sum_k w_k grad f_target(x0 + alpha_k (x - x0))``, shape of ``x`` (any ``(N, ...)``)."""
     delta = x - baseline
+    scalar_alphas = alphas.to(x.dtype).tolist()  # exactly the values the tensors below hold
     alphas = alphas.to(device=x.device, dtype=x.dtype)
     weights = weights.to(device=x.device, dtype=x.dtype)
     scalar_weights = weights.tolist()
     total = torch.zeros_like(x)
     view = (-1,) + (1,) * x.dim()
-    for start in range(0, alphas.numel(), chunk):
-        a = alphas[start : start + chunk]
-        targets = target.repeat(a.numel())
+    m = alphas.numel()
+    for start in range(0, m, chunk):
+        c = min(chunk, m - start)
+        a = scalar_alphas[start] if c == 1 else alphas[start : start + c]
+        targets = target.repeat(c)
         if checkpoint and create_graph:
             # The points are rebuilt inside, so the checkpoint keeps only (baseline, delta, a), shared by all chunks.
             grads = torch.utils.checkpoint.checkpoint(
@@ -263,8 +266,8 @@ def _path_sum(
             )  # fmt: skip
         else:
             grads = _point_gradients(model, baseline, delta, a, targets, output=output, create_graph=create_graph)
-        if a.numel() > 1:
-            total = total + (grads.view(a.numel(), *x.shape) * weights[start : start + chunk].view(view)).sum(0)
+        if c > 1:
+            total = total + (grads.view(c, *x.shape) * weights[start : start + c].view(view)).sum(0)
         elif create_graph:  # one temporary per point: fewer short-lived buffers between the saved ones
             total = total.add(grads, alpha=scalar_weights[start])
         else:
@@ -276,14 +279,18 @@ def _point_gradients(
     model: nn.Module,
     baseline: torch.Tensor,
     delta: torch.Tensor,
-    a: torch.Tensor,
+    a: torch.Tensor | float,
     targets: torch.Tensor,
     *,
     output: str,
     create_graph: bool,
 ) -> torch.Tensor:
-    """Gradients at the path points ``baseline + a_k delta`` for the ``c`` positions ``a``: ``(c * N, ...)``."""
-    points = (baseline + a.view((-1,) + (1,) * delta.dim()) * delta).reshape(-1, *delta.shape[1:])
+    """Gradients at the path points ``baseline + a_k delta`` for the ``c`` positions ``a`` (a tensor ``(c,)`` or one
+    float): ``(c * N, ...)``."""
+    if isinstance(a, float):  # one position: one fused pass
+        points = torch.add(baseline, delta, alpha=a)
+    else:
+        points = (baseline + a.view((-1,) + (1,) * delta.dim()) * delta).reshape(-1, *delta.shape[1:])
     if not create_graph:
         points = points.detach()
     return gradient(model, points, targets, create_graph=create_graph, output=output)
