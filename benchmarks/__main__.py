@@ -8,7 +8,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import bench_bounds, bench_ifia, bench_ig, bench_ig_memory, bench_kendall, bench_objectives
+from . import (
+    bench_bounds,
+    bench_ifia,
+    bench_ig,
+    bench_ig_memory,
+    bench_kendall,
+    bench_objectives,
+    bench_train_options,
+)
 
 
 def main() -> int:
@@ -17,6 +25,7 @@ def main() -> int:
     bench_ig.run(json_path=str(out / "ig.json"))
     bench_ifia.run(json_path=str(out / "ifia.json"))
     bench_objectives.run(json_path=str(out / "objectives.json"))
+    bench_train_options.run(json_path=str(out / "train_options.json"))
     bench_bounds.run(json_path=str(out / "bounds.json"))
     bench_ig_memory.run(json_path=str(out / "ig_memory.json"))
     return bench_kendall.main(["--json", str(out / "kendall.json")])

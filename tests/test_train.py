@@ -351,3 +351,63 @@ def test_init_into_a_model_with_inserted_smoothing_blocks(tmp_path: Path) -> Non
         torch.testing.assert_close(value, plain[key], rtol=0, atol=1e-9, msg=key)
     with pytest.raises(ValueError, match="init: expected a checkpoint of the architecture"):
         train(tiny_config(tmp_path, name="back", init=str(tuned.model_path)), progress=False)
+
+
+def test_speed_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="autocast: expected one of None, 'bf16'"):
+        TrainConfig(name="x", steps=1, autocast="fp8")
+    with pytest.raises(ValueError, match="channels_last: expected true or false"):
+        TrainConfig(name="x", steps=1, channels_last="yes")
+
+
+def test_channels_last_training_matches_the_default_layout(tmp_path: Path) -> None:
+    plain = train(tiny_config(tmp_path, name="plain", steps=4), progress=False, db=False)
+    seen = []
+    real = train_lib.objectives_lib.create
+
+    def recording(*args: object, **kw: object):
+        objective = real(*args, **kw)
+
+        def wrapped(model, x, y, **kws):
+            seen.append((x.is_contiguous(memory_format=torch.channels_last),
+                         model.features[0].weight.is_contiguous(memory_format=torch.channels_last)))  # fmt: skip
+            return objective(model, x, y, **kws)
+
+        return wrapped
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_lib.objectives_lib, "create", recording)
+        cl = train(tiny_config(tmp_path, name="cl", steps=4, channels_last=True), progress=False, db=False)
+    assert seen and all(x_cl and w_cl for x_cl, w_cl in seen)
+    for (ka, a), (kb, b) in zip(weights(plain.model).items(), weights(cl.model).items(), strict=True):
+        assert ka == kb
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    probe = torch.rand(2, 1, 8, 8)
+    loaded, _ = models.load(cl.model_path)  # the saved weights load into the default layout
+    torch.testing.assert_close(loaded.eval()(probe), cl.model(probe), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", [{"name": "pgd_at", "params": {"eps": 0.1, "step_size": 0.05, "steps": 2}},
+                                       {"name": "ig_norm", "params": {"eps": 0.1, "step_size": 0.05, "steps": 1,
+                                                                      "ig_steps": 2, "attack_ig_steps": 2}}])
+def test_bf16_autocast_trains_with_float32_weights(tmp_path: Path, objective: dict) -> None:
+    fp32 = train(tiny_config(tmp_path, name="fp32", steps=3, objective=objective), progress=False, db=False)
+    seen = []
+    real_autocast = torch.autocast
+
+    class Recording(real_autocast):
+        def __enter__(self):
+            seen.append(self.fast_dtype)
+            return super().__enter__()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_lib.torch, "autocast", Recording)
+        bf16 = train(tiny_config(tmp_path, name="bf16", steps=3, objective=objective, autocast="bf16"),
+                     progress=False, db=False)  # fmt: skip
+    assert seen == [torch.bfloat16] * 3  # one autocast region per step
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    losses = [r["loss"] for r in bf16.history]
+    assert all(math.isfinite(v) for v in losses)
+    ref = [r["loss"] for r in fp32.history]
+    assert losses != ref  # the objective ran in bfloat16 ...
+    assert losses == pytest.approx(ref, rel=0.05)  # ... close to float32

@@ -117,6 +117,10 @@ class OptimConfig:
             raise ValueError("optim.milestones: schedule 'multistep' expects at least one epoch, got []")
 
 
+# Values of ``TrainConfig.autocast`` (None: no autocast; "bf16": torch.autocast with torch.bfloat16).
+AUTOCAST_CHOICES = (None, "bf16")
+
+
 @dataclass
 class TrainConfig:
     """A training run. Exactly one of ``epochs`` and ``steps`` sets its length (one step = one batch of
@@ -125,7 +129,14 @@ class TrainConfig:
     ``config.yaml``, ``log.jsonl`` (mean loss/acc every ``log_every`` steps).
 
     ``init`` starts from trained weights instead of a seeded initialisation (fine-tuning): a checkpoint file or a
-    run directory holding ``model.pt``; its architecture must be the one this config builds."""
+    run directory holding ``model.pt``; its architecture must be the one this config builds.
+
+    Speed options, off by default (``benchmarks/bench_train_options.py`` measures them side by side):
+    ``channels_last`` keeps the model's 4-D weights and every batch in channels-last memory order (the layout
+    convolution kernels prefer on recent GPUs); ``autocast: bf16`` runs the objective (forward passes, attacks,
+    attributions) under ``torch.autocast`` in bfloat16, with float32 weights, backward pass and optimizer. bf16
+    changes the computed numbers (about 3 significant digits), so results are not comparable bit for bit with a
+    float32 run of the same config."""
 
     name: str
     seed: int = 0
@@ -141,8 +152,15 @@ class TrainConfig:
     out_dir: str = "runs"
     device: str = "cpu"
     init: str | None = None
+    channels_last: bool = False
+    autocast: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last: expected true or false, got {self.channels_last!r}")
+        if self.autocast not in AUTOCAST_CHOICES:
+            choices = ", ".join(repr(k) for k in AUTOCAST_CHOICES)
+            raise ValueError(f"autocast: expected one of {choices}, got {self.autocast!r}")
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("objective", ObjectiveConfig),
                           ("optim", OptimConfig)):  # fmt: skip
             _nested(self, name, cls)

@@ -23,6 +23,7 @@ trains on its ``batch_size / W`` slice of the step's batch, gradients are averag
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -266,6 +267,8 @@ def train(
         raise ValueError(f"batch_size: expected at most the training set size {len(ds)}, got {config.batch_size}")
     total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
     model = build_model(config, ds).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     distributed.broadcast_parameters(model, ctx)
     optimizer = make_optimizer(config.optim, model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -381,17 +384,24 @@ def _loop(
     set_step = getattr(objective, "set_step", None)
     params = [p for p in model.parameters() if p.requires_grad]
     local = config.batch_size // ctx.world
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    autocast = (
+        torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        if config.autocast == "bf16"
+        else contextlib.nullcontext()
+    )
     for step in range(start, end):
         epoch, i = divmod(step, steps_per_epoch)
         if epoch != perm_epoch:
             perm_epoch, perm = epoch, epoch_permutation(config.seed, epoch, len(ds))
         idx = perm[i * config.batch_size : (i + 1) * config.batch_size][ctx.rank * local : (ctx.rank + 1) * local]
-        x, y = ds.images[idx].to(device), ds.labels[idx].to(device)
+        x, y = ds.images[idx].to(device).contiguous(memory_format=layout), ds.labels[idx].to(device)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.zero_grad(set_to_none=True)
         if set_step is not None:
             set_step(step)
-        loss, logs = objective(model, x, y, generator=generator)
+        with autocast:
+            loss, logs = objective(model, x, y, generator=generator)
         if not torch.isfinite(loss):
             raise ValueError(f"training diverged: expected a finite loss, got {float(loss.detach())} at step {step}")
         loss.backward()
