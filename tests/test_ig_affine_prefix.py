@@ -122,3 +122,20 @@ def test_default_skips_the_prefix_only_when_checkpointing_a_graph(monkeypatch: p
         calls.clear()
         integrated_gradients(model, x, 0, steps=3, **kw)
         assert len(calls) == expected, kw
+
+
+def test_subclassed_and_parametrized_layers_are_not_taken_for_affine() -> None:
+    class Squared(nn.Conv2d):  # same type family, different computation
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) ** 2
+
+    torch.manual_seed(0)
+    net = nn.Sequential(Squared(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval().double()
+    assert affine_split(net) is None
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(integrated_gradients(net, x, 0, steps=4),
+                               integrated_gradients(net, x, 0, steps=4, affine_prefix=False))  # fmt: skip
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    assert affine_split(plain) is not None
+    torch.nn.utils.parametrizations.weight_norm(plain[0])
+    assert affine_split(plain) is None

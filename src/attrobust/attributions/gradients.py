@@ -173,10 +173,11 @@ def _has_hooks(module: nn.Module) -> bool:
 
 
 def _is_affine(module: nn.Module) -> bool:
-    """Whether ``module`` is an affine map of its input (per example) with no hooks."""
+    """Whether ``module`` is an affine map of its input (per example) with no hooks: exact types only, since a
+    subclass (or a parametrized module) may compute something else."""
     if _has_hooks(module):
         return False
-    if isinstance(module, nn.BatchNorm2d):  # affine only with running statistics
+    if type(module) is nn.BatchNorm2d:  # affine only with running statistics (subclasses may differ)
         return not module.training and module.running_mean is not None
     return type(module) in _AFFINE_TYPES
 
