@@ -159,8 +159,8 @@ class TrainConfig:
         if not isinstance(self.channels_last, bool):
             raise ValueError(f"channels_last: expected true or false, got {self.channels_last!r}")
         if self.autocast not in AUTOCAST_CHOICES:
-            choices = ", ".join(repr(k) for k in AUTOCAST_CHOICES)
-            raise ValueError(f"autocast: expected one of {choices}, got {self.autocast!r}")
+            choices = " or ".join("null (no autocast)" if k is None else repr(k) for k in AUTOCAST_CHOICES)
+            raise ValueError(f"autocast: expected {choices}, got {self.autocast!r}")
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("objective", ObjectiveConfig),
                           ("optim", OptimConfig)):  # fmt: skip
             _nested(self, name, cls)
