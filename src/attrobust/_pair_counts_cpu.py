@@ -5,9 +5,11 @@ pairs tied in both and the discordant pairs. Per row, each value becomes an inte
 so that integers compare like the floats, ``-0.0`` equal to ``+0.0``); two stable least-significant-digit radix
 sorts of the indices, one byte at a time (a byte that is the same for the whole row is skipped), give the dense
 ranks of ``b`` and the order lexicographic in ``(a, b)``, both O(D); a Fenwick tree counts the inversions of the
-ranks of ``b`` in that order, O(D log D). Rows are independent: they are dealt to ``torch.get_num_threads()``
-threads (the kernel releases the GIL). numba compiles the kernel on first use (about a second, once per input
-dtype; cached on disk where the package folder or numba's cache folder is writable).
+ranks of ``b`` in that order, O(D log D). For 32-bit inputs (float32, int32 and the narrower types widened to
+them) each element travels through the sorts as one int64, key and index (then rank) packed together. Rows are
+independent: they are dealt to ``torch.get_num_threads()`` threads (the kernel releases the GIL). numba compiles
+the kernels on first use (about a second per input dtype; cached on disk where the package folder or numba's
+cache folder is writable).
 
 The vectorised torch version in :mod:`attrobust._ranking` computes the same counts on any device and is the
 path for accelerators; the tests compare both with each other and with ``scipy.stats.kendalltau``.
@@ -156,6 +158,112 @@ def _rows(xa, xb, float_a, float_b, out, lo, hi):
 
 
 
+@_jit
+def _radix_hi(src, dst, hist, d):
+    """Stable LSD radix sort of packed int64 values by their upper 32 bits, whose byte histograms ``hist`` holds;
+    returns (sorted, spare) buffers."""
+    for p in range(4):
+        trivial = False
+        total = 0
+        for v in range(256):
+            c = hist[p, v]
+            if c == d:
+                trivial = True
+                break
+            hist[p, v] = total
+            total += c
+        if trivial:
+            continue
+        shift = 32 + 8 * p
+        for j in range(d):
+            x = src[j]
+            dg = (x >> shift) & 255
+            dst[hist[p, dg]] = x
+            hist[p, dg] += 1
+        src, dst = dst, src
+    return src, dst
+
+
+@_jit
+def _rows32(xa, xb, float_a, float_b, out, lo, hi):
+    """:func:`_rows` for 32-bit inputs: each element travels as one int64, its key in the upper half and its index
+    (then the rank of its b) in the lower half, so the radix passes move values instead of indices and the
+    ranks of b arrive in the (a, b) order without a gather."""
+    d = xa.shape[1]
+    hist = np.empty((4, 256), np.int64)
+    p1 = np.empty(d, np.int64)
+    p2 = np.empty(d, np.int64)
+    tree = np.empty(d + 1, np.int64)
+    low = np.int64(0xFFFFFFFF)
+    for r in range(lo, hi):
+        hist[:] = 0
+        for j in range(d):
+            k = _key(xb[r, j], 32, float_b)
+            p1[j] = (k << 32) | j
+            hist[0, k & 255] += 1
+            hist[1, (k >> 8) & 255] += 1
+            hist[2, (k >> 16) & 255] += 1
+            hist[3, (k >> 24) & 255] += 1
+        src, dst = _radix_hi(p1, p2, hist, d)
+        hist[:] = 0
+        ties_b = 0
+        run = 0
+        rank = np.int64(0)
+        for j in range(d):
+            v = src[j]
+            if j > 0:
+                if (v >> 32) == (src[j - 1] >> 32):
+                    run += 1
+                    ties_b += run
+                else:
+                    rank += 1
+                    run = 0
+            idx = v & low
+            k = _key(xa[r, idx], 32, float_a)
+            dst[j] = (k << 32) | rank
+            hist[0, k & 255] += 1
+            hist[1, (k >> 8) & 255] += 1
+            hist[2, (k >> 16) & 255] += 1
+            hist[3, (k >> 24) & 255] += 1
+        order, _ = _radix_hi(dst, src, hist, d)
+        tree[:] = 0
+        ties_a = 0
+        ties_both = 0
+        run_a = 0
+        run_both = 0
+        discordant = 0
+        for j in range(d):
+            v = order[j]
+            if j > 0:
+                u = order[j - 1]
+                if (v >> 32) == (u >> 32):
+                    run_a += 1
+                    ties_a += run_a
+                    if v == u:
+                        run_both += 1
+                        ties_both += run_both
+                    else:
+                        run_both = 0
+                else:
+                    run_a = 0
+                    run_both = 0
+            q = (v & low) + 1
+            not_larger = 0
+            k = q
+            while k > 0:
+                not_larger += tree[k]
+                k -= k & (-k)
+            discordant += j - not_larger
+            k = q
+            while k <= d:
+                tree[k] += 1
+                k += k & (-k)
+        out[r, 0] = ties_a
+        out[r, 1] = ties_b
+        out[r, 2] = ties_both
+        out[r, 3] = discordant
+
+
 # Thread pools by (process id, size): a forked child must not reuse its parent's pool, whose threads it lacks.
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
@@ -170,8 +278,11 @@ _AS_KERNEL_INPUT = {
 
 def _kernel_input(t: torch.Tensor) -> tuple[np.ndarray, bool]:
     """A CPU map table ``(n, D)`` as the kernel reads it (a zero-copy view for float32/64 and int32/64)."""
-    if t.dtype not in _AS_KERNEL_INPUT:  # float16, bfloat16, small integers: widened exactly
-        t = t.float() if t.is_floating_point() else t.to(torch.int64)
+    if t.dtype not in _AS_KERNEL_INPUT:  # float16, bfloat16, other integers: widened exactly
+        if t.is_floating_point():
+            t = t.float()
+        else:
+            t = t.to(torch.int32 if t.dtype in (torch.int8, torch.int16, torch.uint8) else torch.int64)
     view_dtype, is_float = _AS_KERNEL_INPUT[t.dtype]
     return t.contiguous().view(view_dtype).numpy(), is_float
 
@@ -186,9 +297,10 @@ def pair_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
     xa, float_a = _kernel_input(a.detach())
     xb, float_b = _kernel_input(b.detach())
     out = np.zeros((n, 4), dtype=np.int64)
+    kernel = _rows32 if xa.itemsize == 4 and xb.itemsize == 4 else _rows
     workers = max(1, min(torch.get_num_threads(), n))
     if workers == 1:
-        _rows(xa, xb, float_a, float_b, out, 0, n)
+        kernel(xa, xb, float_a, float_b, out, 0, n)
     else:
         # Rows are dealt in small shares to whichever thread is free, the calling thread included, so a thread
         # that shares its core with another busy thread (e.g. an intra-op thread spinning after a torch op)
@@ -203,7 +315,7 @@ def pair_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
                     lo = next(starts, None)
                 if lo is None:
                     return
-                _rows(xa, xb, float_a, float_b, out, lo, min(lo + step, n))
+                kernel(xa, xb, float_a, float_b, out, lo, min(lo + step, n))
 
         key = (os.getpid(), workers)
         pool = _POOLS.get(key)
