@@ -35,24 +35,49 @@ def _jit(fn: Callable) -> Callable:
 
 
 @_jit
+def _count_bytes(hist, k, nbytes):
+    """Add the low ``nbytes`` bytes of key ``k`` to the byte histograms ``hist`` (one row per byte)."""
+    for p in range(nbytes):
+        hist[p, (k >> (8 * p)) & 255] += 1
+
+
+@_jit
+def _offsets(hist, p, d):
+    """Turn histogram row ``p`` into start offsets in place; False (row untouched) if one byte value holds all
+    ``d`` keys, i.e. the pass would not move anything."""
+    total = 0
+    for v in range(256):
+        c = hist[p, v]
+        if c == d:
+            return False
+        hist[p, v] = total
+        total += c
+    return True
+
+
+@_jit
+def _fenwick_step(tree, v, d):
+    """Count the earlier values ``<= v`` held by the Fenwick ``tree`` (size ``d + 1``), then add ``v``."""
+    not_larger = 0
+    k = v + 1
+    while k > 0:
+        not_larger += tree[k]
+        k -= k & (-k)
+    k = v + 1
+    while k <= d:
+        tree[k] += 1
+        k += k & (-k)
+    return not_larger
+
+
+@_jit
 def _radix_pass(keys, src, dst, hist, nbytes, d):
     """Stable LSD radix sort of the index list ``src`` by ``keys[index]``; returns (sorted, spare) buffers."""
     hist[:nbytes] = 0
     for j in range(d):
-        k = keys[j]
-        for p in range(nbytes):
-            hist[p, (k >> (8 * p)) & 255] += 1
+        _count_bytes(hist, keys[j], nbytes)
     for p in range(nbytes):
-        trivial = False
-        total = 0
-        for v in range(256):
-            c = hist[p, v]
-            if c == d:
-                trivial = True
-                break
-            hist[p, v] = total
-            total += c
-        if trivial:
+        if not _offsets(hist, p, d):
             continue
         shift = 8 * p
         for j in range(d):
@@ -140,17 +165,7 @@ def _rows(xa, xb, float_a, float_b, out, lo, hi):
                     run_a = 0
                     run_both = 0
             # discordant pairs ending here: earlier elements (smaller a) with a larger rank of b
-            v = rank_b[cur] + 1
-            not_larger = 0
-            k = v
-            while k > 0:
-                not_larger += tree[k]
-                k -= k & (-k)
-            discordant += j - not_larger
-            k = v
-            while k <= d:
-                tree[k] += 1
-                k += k & (-k)
+            discordant += j - _fenwick_step(tree, rank_b[cur], d)
         out[r, 0] = ties_a
         out[r, 1] = ties_b
         out[r, 2] = ties_both
@@ -163,16 +178,7 @@ def _radix_hi(src, dst, hist, d):
     """Stable LSD radix sort of packed int64 values by their upper 32 bits, whose byte histograms ``hist`` holds;
     returns (sorted, spare) buffers."""
     for p in range(4):
-        trivial = False
-        total = 0
-        for v in range(256):
-            c = hist[p, v]
-            if c == d:
-                trivial = True
-                break
-            hist[p, v] = total
-            total += c
-        if trivial:
+        if not _offsets(hist, p, d):
             continue
         shift = 32 + 8 * p
         for j in range(d):
@@ -200,10 +206,7 @@ def _rows32(xa, xb, float_a, float_b, out, lo, hi):
         for j in range(d):
             k = _key(xb[r, j], 32, float_b)
             p1[j] = (k << 32) | j
-            hist[0, k & 255] += 1
-            hist[1, (k >> 8) & 255] += 1
-            hist[2, (k >> 16) & 255] += 1
-            hist[3, (k >> 24) & 255] += 1
+            _count_bytes(hist, k, 4)
         src, dst = _radix_hi(p1, p2, hist, d)
         hist[:] = 0
         ties_b = 0
@@ -221,10 +224,7 @@ def _rows32(xa, xb, float_a, float_b, out, lo, hi):
             idx = v & low
             k = _key(xa[r, idx], 32, float_a)
             dst[j] = (k << 32) | rank
-            hist[0, k & 255] += 1
-            hist[1, (k >> 8) & 255] += 1
-            hist[2, (k >> 16) & 255] += 1
-            hist[3, (k >> 24) & 255] += 1
+            _count_bytes(hist, k, 4)
         order, _ = _radix_hi(dst, src, hist, d)
         tree[:] = 0
         ties_a = 0
@@ -247,17 +247,7 @@ def _rows32(xa, xb, float_a, float_b, out, lo, hi):
                 else:
                     run_a = 0
                     run_both = 0
-            q = (v & low) + 1
-            not_larger = 0
-            k = q
-            while k > 0:
-                not_larger += tree[k]
-                k -= k & (-k)
-            discordant += j - not_larger
-            k = q
-            while k <= d:
-                tree[k] += 1
-                k += k & (-k)
+            discordant += j - _fenwick_step(tree, v & low, d)
         out[r, 0] = ties_a
         out[r, 1] = ties_b
         out[r, 2] = ties_both

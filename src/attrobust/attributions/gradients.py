@@ -220,7 +220,8 @@ def _integrate(
     split = affine_split(model) if affine_prefix else None
     delta = x - baseline
     if split is None:
-        return delta * _path_sum(model, x, baseline, target, alphas, weights, chunk, create_graph, output, checkpoint)
+        total = _path_sum(model, baseline, delta, target, alphas, weights, chunk, create_graph, output, checkpoint)
+        return delta * total
     prefix, rest = split
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
@@ -229,15 +230,15 @@ def _integrate(
         h_0 = prefix(baseline.expand_as(x))
         if not create_graph:
             h_0 = h_0.detach()
-        total_h = _path_sum(rest, h_x, h_0, target, alphas, weights, chunk, create_graph, output, checkpoint)
+        total_h = _path_sum(rest, h_0, h_x - h_0, target, alphas, weights, chunk, create_graph, output, checkpoint)
         (total,) = torch.autograd.grad(h_leaf, leaf, total_h, create_graph=create_graph)
     return delta * (total if create_graph else total.detach())
 
 
 def _path_sum(
     model: nn.Module,
-    x: torch.Tensor,
     baseline: torch.Tensor,
+    delta: torch.Tensor,
     target: torch.Tensor,
     alphas: torch.Tensor,
     weights: torch.Tensor,
@@ -246,14 +247,14 @@ def _path_sum(
     output: str,
     checkpoint: bool,
 ) -> torch.Tensor:
-    """``sum_k w_k grad f_target(x0 + alpha_k (x - x0))``, shape of ``x`` (any ``(N, ...)``)."""
-    delta = x - baseline
-    scalar_alphas = alphas.to(x.dtype).tolist()  # exactly the values the tensors below hold
-    alphas = alphas.to(device=x.device, dtype=x.dtype)
-    weights = weights.to(device=x.device, dtype=x.dtype)
+    """``sum_k w_k grad f_target(x0 + alpha_k delta)`` with ``x0 = baseline``, ``delta = x - x0`` of any shape
+    ``(N, ...)`` (``baseline`` broadcastable to it); returns that shape."""
+    scalar_alphas = alphas.to(delta.dtype).tolist()  # exactly the values the tensors below hold
+    alphas = alphas.to(device=delta.device, dtype=delta.dtype)
+    weights = weights.to(device=delta.device, dtype=delta.dtype)
     scalar_weights = weights.tolist()
-    total = torch.zeros_like(x)
-    view = (-1,) + (1,) * x.dim()
+    total = torch.zeros_like(delta)
+    view = (-1,) + (1,) * delta.dim()
     m = alphas.numel()
     for start in range(0, m, chunk):
         c = min(chunk, m - start)
@@ -268,7 +269,7 @@ def _path_sum(
         else:
             grads = _point_gradients(model, baseline, delta, a, targets, output=output, create_graph=create_graph)
         if c > 1:
-            total = total + (grads.view(c, *x.shape) * weights[start : start + c].view(view)).sum(0)
+            total = total + (grads.view(c, *delta.shape) * weights[start : start + c].view(view)).sum(0)
         elif create_graph:  # one temporary per point: fewer short-lived buffers between the saved ones
             total = total.add(grads, alpha=scalar_weights[start])
         else:
