@@ -110,3 +110,25 @@ def test_fmnist_smoothing_cpu_presets_train_two_steps(name: str, kind: str, tmp_
     except FileNotFoundError as err:
         pytest.skip(f"Fashion-MNIST is not installed here ({err})")
     assert [b["kind"] for b in result.model.spec["smoothing"]] == [kind]
+
+
+# ------------------------------------------------------------------ the papers' settings, one assertion per statement
+
+
+def preset(table: str, model: str) -> TrainConfig:
+    return load_yaml(TrainConfig, CONFIGS / table / f"{model}.yaml")
+
+
+@pytest.mark.parametrize(("table", "milestones"), [("art_table1_cifar10", [50, 80, 150]),
+                                                   ("art_table1_svhn", [50, 80, 150]),
+                                                   ("art_table1_gtsrb", [4, 6, 10]),
+                                                   ("art_table1_flower", [15, 35, 50])])  # fmt: skip
+def test_art_schedule_has_the_papers_half_step(table: str, milestones: list[int]) -> None:
+    # ART paper appendix A.3, "Natural" (and ART: "the same training configuration"): "decay of 0.1 at 50th, 80th
+    # and 0.5 at 150th epoch" (SVHN; CIFAR-10 states the same although it trains 100 epochs), "0.1 at 4th, 6th and
+    # 0.5 at 10th" (GTSRB), "0.1 at 15th, 35th and 0.5 at 50th" (Flower)
+    for model in ("natural", "art"):
+        optim = preset(table, model).optim
+        assert (optim.schedule, optim.milestones, optim.gamma, optim.milestone_unit) == (
+            "multistep", milestones, [0.1, 0.1, 0.5], "epoch")  # fmt: skip
+    assert load_yaml(TrainConfig, CONFIGS / table / "art_cpu.yaml").optim.schedule == "cosine"
