@@ -12,7 +12,7 @@ from attrobust import objectives
 from attrobust.experiments import bench
 from attrobust.experiments.config import EvalConfig, TrainConfig, load_yaml, read_yaml
 from attrobust.experiments.report import results_table
-from attrobust.experiments.train import train
+from attrobust.experiments.train import lr_factor, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = sorted(p for p in CONFIGS.glob("*/*.yaml") if not p.name.startswith("_"))
@@ -196,6 +196,62 @@ def test_sampling_of_the_other_tables_follows_their_papers() -> None:
         assert "n: 1000  # not stated; ours" in (CONFIGS / table / "_eval.yaml").read_text()
 
 
+@pytest.mark.parametrize(("table", "rows"), [
+    # ART paper Table 1, GTSRB and Flower: the IG Norm and IG-SUM Norm [13] rows (IN, K, Natural, PGD-40), in %
+    ("art_table1_gtsrb", {"ig_norm": (74.81, 75.55, 97.02, 75.24), "ig_sum_norm": (74.04, 76.84, 95.68, 77.12)}),
+    ("art_table1_flower", {"ig_norm": (64.68, 75.91, 85.29, 24.26), "ig_sum_norm": (66.33, 79.74, 82.35, 47.06)}),
+])  # fmt: skip
+def test_art_table1_has_the_rar_rows(table: str, rows: dict) -> None:
+    for model, (topk, kendall, natural, pgd) in rows.items():
+        assert published(table)[model] == pytest.approx(
+            {"topk": topk / 100, "kendall": kendall / 100, "natural_acc": natural / 100, "pgd_acc": pgd / 100})
+
+
+@pytest.mark.parametrize(("table", "rows"), [
+    # IGR paper Table 3: Natural and PGD20 accuracy (%) of AT, TRADES, MART and each +IGR
+    ("igr_table2_mnist", {"pgd_at": (99.43, 99.25), "pgd_at_igr": (99.51, 99.32), "trades": (99.40, 99.21),
+                          "trades_igr": (99.40, 99.26), "mart": (99.39, 99.09), "mart_igr": (99.51, 99.28)}),
+    ("igr_table2_fmnist", {"pgd_at": (89.75, 74.69), "pgd_at_igr": (80.98, 76.79), "trades": (78.82, 75.94),
+                           "trades_igr": (80.61, 76.89), "mart": (79.43, 77.91), "mart_igr": (81.51, 79.93)}),
+    ("igr_table2_cifar10", {"pgd_at": (73.09, 37.56), "pgd_at_igr": (73.69, 38.21), "trades": (81.33, 55.02),
+                            "trades_igr": (81.65, 54.65), "mart": (78.97, 56.05), "mart_igr": (79.27, 56.47)}),
+    # RAR paper appendix C.5 Table 4: NA and AA (%) of NATURAL, Madry et al. and IG-SUM-NORM
+    ("rar_mnist", {"natural": (99.17, 0.00), "pgd_at": (98.40, 92.47), "ig_sum_norm": (98.34, 88.17)}),
+    ("rar_fmnist", {"natural": (90.86, 0.01), "pgd_at": (85.73, 73.01), "ig_sum_norm": (85.44, 70.26)}),
+])  # fmt: skip
+def test_published_accuracies_are_the_papers(table: str, rows: dict) -> None:
+    for model, (natural, pgd) in rows.items():
+        got = published(table)[model]
+        assert (got["natural_acc"], got["pgd_acc"]) == pytest.approx((natural / 100, pgd / 100))
+
+
+def test_art_gtsrb_and_flower_rar_rows_train_as_the_rar_paper() -> None:
+    # ART paper appendix A.3: PGD-7 on GTSRB uses "the training configuration same as [13]"; IG-NORM and
+    # IG-SUM-NORM are the RAR paper's models: its appendix C.1.3 (GTSRB) and C.1.4 (Flower)
+    expected = {  # (table, model): (batch, lr at steps 0 / 500 / 60,000, weight)
+        ("art_table1_gtsrb", "pgd_at"): (64, (1e-3, 1e-2, 1e-3), None),
+        ("art_table1_gtsrb", "ig_norm"): (64, (1e-6, 1e-4, 1e-5), ("lam", 1.0)),
+        ("art_table1_gtsrb", "ig_sum_norm"): (64, (1e-5, 1e-4, 1e-5), ("beta", 1.0)),
+        ("art_table1_flower", "ig_norm"): (16, (1e-4, 1e-3, 1e-4), ("lam", 0.1)),
+        ("art_table1_flower", "ig_sum_norm"): (16, (1e-4, 1e-3, 1e-4), ("beta", 0.1)),
+    }
+    for (table, model), (batch, lrs, weight) in expected.items():
+        cfg = preset(table, model)
+        assert (cfg.steps, cfg.batch_size, cfg.optim.name, cfg.optim.momentum, cfg.optim.weight_decay) == (
+            70_000, batch, "sgd", 0.9, 2e-4)  # fmt: skip
+        got = [cfg.optim.lr * lr_factor(cfg.optim, s, 10**9, cfg.steps) for s in (0, 499, 500, 59_999, 60_000)]
+        assert got == pytest.approx([lrs[0], lrs[0], lrs[1], lrs[1], lrs[2]])
+        params = cfg.objective.params
+        assert {k: params[k] for k in ("eps", "step_size", "steps", "random_start")} == {
+            "eps": 0.0314, "step_size": 0.0078, "steps": 7, "random_start": True}  # 8/255, 2/255
+        if weight is not None:
+            assert (params[weight[0]], params["ig_steps"], params["attack_ig_steps"]) == (weight[1], 50, 5)
+            # "5 residual units with (16, 16, 32, 64) filters": WRN-34-1
+            assert cfg.model.kwargs == {"depth": 34, "width": 1}
+        else:
+            assert cfg.model.kwargs == {"depth": 28, "width": 10}  # ART section 4.1
+
+
 def test_training_choices_the_papers_do_not_state_are_marked() -> None:
     def text(table: str, name: str) -> str:
         return " ".join(line.lstrip("# ") for line in (CONFIGS / table / f"{name}.yaml").read_text().splitlines())
@@ -211,4 +267,3 @@ def test_training_choices_the_papers_do_not_state_are_marked() -> None:
     # smoothing paper appendix A: Ranger, random resize-and-crop, early stopping
     imagenette = text("fms_table1_imagenette", "_base")
     assert all(s in imagenette for s in ("Ranger", "random resize-and-crop", "early-stopping", "Not stated; ours"))
-
