@@ -267,3 +267,71 @@ def test_training_choices_the_papers_do_not_state_are_marked() -> None:
     # smoothing paper appendix A: Ranger, random resize-and-crop, early stopping
     imagenette = text("fms_table1_imagenette", "_base")
     assert all(s in imagenette for s in ("Ranger", "random resize-and-crop", "early-stopping", "Not stated; ours"))
+
+
+# ------------------------------------------------------------------ the bounds paper (004), appendix Tables 6-10
+
+BOUNDS_KEYS = {"norm", "eps", "attribution", "that_e", "t_e", "t_e_modified", "that_c_deg", "t_c_deg", "outside_t_e"}
+# folder: number of published values (the T-hat, T and percentage cells of the table's rows)
+BOUNDS = {"bounds_table7_mnist": 60, "bounds_table7_fmnist": 60, "bounds_table7_cifar10": 60,
+          "bounds_table8_mnist": 48, "bounds_table8_fmnist": 48, "bounds_table8_cifar10": 48,
+          "bounds_table9_flower": 40, "bounds_table10_imagenet": 20, "bounds_table6": 135}  # fmt: skip
+
+
+def bounds_rows(folder: str) -> dict[str, list[dict]]:
+    return yaml.safe_load((CONFIGS / folder / "_published_bounds.yaml").read_text())
+
+
+@pytest.mark.parametrize(("folder", "cells"), BOUNDS.items())
+def test_bounds_figures_are_complete_and_name_presets(folder: str, cells: int) -> None:
+    figures = bounds_rows(folder)
+    rows = [row for entries in figures.values() for row in entries]
+    assert all(set(row) <= BOUNDS_KEYS and row["norm"] in ("l2", "linf") for row in rows)
+    assert sum(len(set(row) - {"norm", "eps", "attribution"}) for row in rows) == cells
+    assert all("t_e_modified" not in row for row in rows if row["norm"] == "linf")  # D.2: no T'_e for l_inf
+    if (CONFIGS / folder / "_eval.yaml").is_file():
+        assert set(figures) == {p.stem for p in (CONFIGS / folder).glob("[!_]*.yaml") if not p.stem.endswith("_cpu")}
+
+
+def test_bounds_figures_are_the_papers() -> None:
+    def row(folder: str, model: str, eps: float, **match: str) -> dict:
+        (found,) = [r for r in bounds_rows(folder)[model] if r["eps"] == eps and match.items() <= r.items()]
+        return found
+
+    # Table 7 (l2), MNIST eps 0.1, AT: 0.0856 0.3074 0.3101 4.6026 14.3020
+    assert row("bounds_table7_mnist", "pgd_at", 0.1) == {"norm": "l2", "eps": 0.1, "that_e": 0.0856, "t_e": 0.3074,
+                                                          "t_e_modified": 0.3101, "that_c_deg": 4.6026,
+                                                          "t_c_deg": 14.3020}  # fmt: skip
+    # Table 7, CIFAR-10 eps 0.3, TRADES+IGR: 0.0577 0.8460 0.8460 5.9201 19.5551
+    assert row("bounds_table7_cifar10", "trades_igr", 0.3)["t_c_deg"] == 19.5551
+    # Table 8 (l_inf), Fashion-MNIST eps 0.03, ART: 0.3946 0.4329 23.0589 28.9294
+    assert row("bounds_table8_fmnist", "art", 0.03) == {"norm": "linf", "eps": 0.03, "that_e": 0.3946,
+                                                         "t_e": 0.4329, "that_c_deg": 23.0589, "t_c_deg": 28.9294}
+    # Table 8, CIFAR-10 eps 8/255, IG-NORM: 0.0700 0.1501 8.1882 10.4443
+    assert row("bounds_table8_cifar10", "ig_norm", 0.0314)["t_e"] == 0.1501
+    # Table 9, Flower l2, TRADES: 0.0220 0.0534 [0.72%] 0.0592 1.3383 3.1567; l_inf: 0.0182 0.1081 3.3887 11.9829
+    assert row("bounds_table9_flower", "trades", 0.1, norm="l2")["outside_t_e"] == pytest.approx(0.0072)
+    assert row("bounds_table9_flower", "trades", 0.0314, norm="linf")["t_c_deg"] == 11.9829
+    # Table 10, ImageNet, CE: 0.1049 0.1923[3.06%] 0.2365 7.7959 8.0933
+    assert row("bounds_table10_imagenet", "natural", 0.1, norm="l2")["t_e_modified"] == 0.2365
+    # Table 6, l_inf, IG column of AdvAAT: 0.23 0.52 - 28.73 39.40
+    assert row("bounds_table6", "adv_aat", 0.1, norm="linf", attribution="integrated_gradients") == {
+        "norm": "linf", "eps": 0.1, "attribution": "integrated_gradients", "that_e": 0.23, "t_e": 0.52,
+        "that_c_deg": 28.73, "t_c_deg": 39.40}  # fmt: skip
+
+
+@pytest.mark.parametrize(("table", "metric", "eps"), [
+    # appendix D.2: l2 at eps 0.1 / 0.2 (MNIST, Fashion-MNIST) and 0.2 / 0.3 (CIFAR-10); l_inf at 0.01 / 0.03
+    # and 4/255 / 8/255; appendix D.3: Flower l2 at eps 0.1. Only the bounds the suite offers run.
+    ("bounds_table7_mnist", "cosine_bound", 0.1), ("bounds_table7_fmnist", "cosine_bound", 0.1),
+    ("bounds_table7_cifar10", "cosine_bound", 0.2), ("bounds_table8_mnist", "linf_bound", 0.01),
+    ("bounds_table8_fmnist", "linf_bound", 0.01), ("bounds_table8_cifar10", "linf_bound", 0.0157),
+    ("bounds_table9_flower", "cosine_bound", 0.1),
+])  # fmt: skip
+def test_bounds_evaluations_run_what_the_suite_offers(table: str, metric: str, eps: float) -> None:
+    ev = paper_eval(table)
+    assert (ev.metrics, ev.ifia.eps, ev.skip_pgd, ev.skip_ifia) == ([metric], eps, True, True)
+    assert ev.suite.bound_attribution == "integrated_gradients"
+    if table.startswith("bounds_table8"):
+        assert ev.ifia.steps == 200  # appendix D.3: "200-step IFIA is used as l_inf attack"
+    assert "cannot" in (CONFIGS / table / "_eval.yaml").read_text()  # says what the evaluator lacks
