@@ -335,3 +335,11 @@ def test_bounds_evaluations_run_what_the_suite_offers(table: str, metric: str, e
     if table.startswith("bounds_table8"):
         assert ev.ifia.steps == 200  # appendix D.3: "200-step IFIA is used as l_inf attack"
     assert "cannot" in (CONFIGS / table / "_eval.yaml").read_text()  # says what the evaluator lacks
+
+
+def test_smoothing_cifar10_schedule_is_in_steps() -> None:
+    # smoothing paper appendix A, CIFAR-10: "the learning rate is set to 0.1 for the first 40000 steps, 0.01 for
+    # 40000-50000 steps, and 0.001 for the remaining steps", 70,000 steps
+    cfg = preset("fms_table1_cifar10", "a")
+    got = [cfg.optim.lr * lr_factor(cfg.optim, s, 390, cfg.steps) for s in (39_999, 40_000, 49_999, 50_000, 69_999)]
+    assert cfg.steps == 70_000 and got == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
