@@ -183,6 +183,25 @@ def test_lr_schedules() -> None:
     assert [lr_factor(cos, s, spe, total) for s in (0, 20, 40)] == pytest.approx([1.0, 0.5, 0.0])
 
 
+def test_multistep_takes_one_factor_per_milestone_in_epochs_or_steps() -> None:
+    # ART paper appendix A.3 (SVHN): x0.1 at epochs 50 and 80, x0.5 at epoch 150
+    art = OptimConfig(schedule="multistep", milestones=[50, 80, 150], gamma=[0.1, 0.1, 0.5])
+    spe = 10
+    got = [lr_factor(art, e * spe, spe, 2000) for e in (0, 49, 50, 79, 80, 149, 150, 199)]
+    assert got == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01, 0.005, 0.005])
+    assert lr_factor(art, 50 * spe - 1, spe, 2000) == 1.0  # whole epochs
+    # RAR appendix C.1.3 (a schedule in steps): x100 after 500 steps, x0.1 after 60,000
+    rar = OptimConfig(schedule="multistep", milestones=[500, 60000], gamma=[100.0, 0.1], milestone_unit="step")
+    assert [lr_factor(rar, s, 7, 70000) for s in (0, 499, 500, 59999, 60000)] == pytest.approx(
+        [1.0, 1.0, 100.0, 100.0, 10.0])  # fmt: skip
+    assert lr_factor(OptimConfig(schedule="step", milestones=[3], gamma=0.5, milestone_unit="step"), 7, 2, 9) == 0.25
+    for bad in ({"milestones": [1, 2], "gamma": [0.1]}, {"schedule": "step", "milestones": [2], "gamma": [0.1]},
+                {"schedule": "cosine", "gamma": [0.1]}, {"milestones": [1], "gamma": [-0.1]}):  # fmt: skip
+        with pytest.raises(ValueError, match=r"optim\.gamma"):
+            OptimConfig(**{"schedule": "multistep", **bad})
+    assert from_dict(OptimConfig, {"gamma": "1e-1"}).gamma == 0.1
+
+
 def test_training_reduces_the_loss_and_writes_the_run(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, steps=18)
     result = train(cfg, progress=False)

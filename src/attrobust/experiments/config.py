@@ -85,13 +85,17 @@ class ObjectiveConfig:
 class OptimConfig:
     """Optimiser and learning-rate schedule.
 
-    ``schedule`` multiplies ``lr`` by a factor that depends on the training progress measured in epochs
-    (``step / steps_per_epoch``; the trainer applies it before every optimiser step):
+    ``schedule`` multiplies ``lr`` by a factor that depends on the training progress ``t`` (see below; the
+    trainer applies it before every optimiser step):
 
     - ``constant``: 1;
-    - ``step``: ``gamma ** (epoch // milestones[0])`` (decay every ``milestones[0]`` whole epochs);
-    - ``multistep``: ``gamma ** (number of milestones <= epoch)``, milestones in whole epochs;
+    - ``step``: ``gamma ** (t // milestones[0])`` (decay every ``milestones[0]`` units);
+    - ``multistep``: the product of the factors of the milestones ``<= t``: ``gamma`` at each one, or with a list
+      ``gamma`` (one factor per milestone) ``gamma[i]`` at ``milestones[i]`` (e.g. x0.1, x0.1, x0.5);
     - ``cosine``: ``0.5 * (1 + cos(pi * step / total_steps))``, updated every step.
+
+    ``t`` counts whole epochs (``step // steps_per_epoch``; ``milestone_unit: epoch``) or optimiser steps
+    (``milestone_unit: step``, for schedules stated in steps).
     """
 
     name: Literal["adam", "sgd"] = "adam"
@@ -101,20 +105,27 @@ class OptimConfig:
     nesterov: bool = False
     schedule: Literal["constant", "step", "multistep", "cosine"] = "constant"
     milestones: list[float] = field(default_factory=list)
-    gamma: float = 0.1
+    gamma: float | list[float] = 0.1
+    milestone_unit: Literal["epoch", "step"] = "epoch"
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise ValueError(f"optim.lr: expected a value > 0, got {self.lr!r}")
         _check_min(self.momentum, "optim.momentum", 0)
         _check_min(self.weight_decay, "optim.weight_decay", 0)
-        _check_min(self.gamma, "optim.gamma", 0)
+        for factor in self.gamma if isinstance(self.gamma, list) else [self.gamma]:
+            _check_min(factor, "optim.gamma", 0)
         if self.schedule == "step" and (len(self.milestones) != 1 or self.milestones[0] <= 0):
             raise ValueError(
                 f"optim.milestones: schedule 'step' expects one positive period in epochs, got {self.milestones!r}"
             )
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("optim.milestones: schedule 'multistep' expects at least one epoch, got []")
+        if isinstance(self.gamma, list) and (self.schedule != "multistep" or len(self.gamma) != len(self.milestones)):
+            raise ValueError(
+                f"optim.gamma: a list of factors needs schedule 'multistep' and one factor per milestone, got "
+                f"gamma={self.gamma!r}, milestones={self.milestones!r}, schedule={self.schedule!r}"
+            )
 
 
 # Values of ``TrainConfig.autocast`` (None: no autocast; "bf16": torch.autocast with torch.bfloat16).

@@ -13,7 +13,7 @@ RNG state (dropout), the model, optimiser, scheduler and step are saved in ``<ou
 identical to an uninterrupted run.
 
 The learning rate is set by a ``LambdaLR`` scheduler stepped after every optimiser step; its factor is a
-function of the progress in epochs (``step / steps_per_epoch``) as documented on
+function of the progress in whole epochs (``step // steps_per_epoch``) or in steps, as documented on
 :class:`~attrobust.experiments.config.OptimConfig`.
 
 Under ``torchrun`` (see :mod:`.distributed`) ``batch_size`` is the global batch: each of the ``W`` processes
@@ -85,11 +85,12 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 def lr_factor(optim: OptimConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
     """Multiplier of ``optim.lr`` used for global step ``step`` (0-based); see :class:`OptimConfig`."""
-    epoch = step // steps_per_epoch
+    t = step if optim.milestone_unit == "step" else step // steps_per_epoch
+    factors = optim.gamma if isinstance(optim.gamma, list) else [optim.gamma] * len(optim.milestones)
     if optim.schedule == "step":
-        return optim.gamma ** (epoch // optim.milestones[0])
+        return factors[0] ** (t // optim.milestones[0])
     if optim.schedule == "multistep":
-        return optim.gamma ** sum(1 for m in optim.milestones if epoch >= m)
+        return float(math.prod(f for m, f in zip(optim.milestones, factors, strict=True) if t >= m))
     if optim.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     return 1.0
