@@ -15,7 +15,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .._checks import check_choice, check_images, check_int, check_labels
+from .._checks import check_broadcastable, check_choice, check_images, check_int, check_labels
 from ..models.normalize import Normalize
 from ._grad import gradient
 
@@ -35,13 +35,11 @@ def as_target(target: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
 
 
 def as_baseline(baseline: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """Validate an IG baseline for ``x`` ``(N, C, H, W)``: ``None`` -> zeros; else a tensor broadcastable to ``x``."""
+    """Validate an IG baseline for ``x`` ``(N, C, H, W)``: ``None`` -> zeros; else a tensor broadcastable to ``x``
+    with finite values (a NaN or infinite baseline would make every path point, and so the map, NaN)."""
     if baseline is None:
         return torch.zeros_like(x)
-    if not isinstance(baseline, torch.Tensor) or torch.broadcast_shapes(baseline.shape, x.shape) != x.shape:
-        got = tuple(baseline.shape) if isinstance(baseline, torch.Tensor) else type(baseline).__name__
-        raise ValueError(f"baseline: expected a tensor broadcastable to {tuple(x.shape)}, got {got}")
-    return baseline
+    return check_broadcastable(baseline, x.shape, "baseline")
 
 
 def saliency(
