@@ -149,6 +149,7 @@ def ifia(
     check_k(k, x.shape[2] * x.shape[3])
     if dissimilarity != "random":
         check_second_order(model, beta, "ifia")
+    check_int(steps, "steps")  # with no step nothing is selected: every example would read as similarity 1
     check_int(restarts, "restarts")
     warn_if_training(model)
     attr = _attribution_fn(attribution, ig_steps, attribution_options)

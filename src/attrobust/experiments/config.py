@@ -190,7 +190,7 @@ class PGDEvalConfig:
     def __post_init__(self) -> None:
         _check_min(self.eps, "pgd.eps", 0)
         _check_min(self.step_size, "pgd.step_size", 0)
-        _check_min(self.steps, "pgd.steps", 0)
+        _check_min(self.steps, "pgd.steps", 1)  # 0 steps would report accuracy at the start point as PGD accuracy
 
 
 @dataclass
