@@ -6,7 +6,10 @@ left in train mode, probability outputs, all-zero attributions) are warned about
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,6 +68,22 @@ def check_broadcastable(t: object, shape: torch.Size | tuple[int, ...], name: st
         raise ValueError(f"{name}: expected a tensor broadcastable to {tuple(shape)}, got {got}")
     check_finite(t.detach(), name)
     return t
+
+
+def check_finite_floats(value: Any, path: str) -> None:
+    """Refuse any NaN or infinite float in a nested value (dataclasses, mappings, lists and tuples, searched
+    recursively), naming its dotted key path after ``path`` (e.g. a config's ``optim.lr``)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            check_finite_floats(getattr(value, f.name), f"{path}.{f.name}" if path else f.name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_finite_floats(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_finite_floats(item, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path}: expected a finite number, got {value!r}")
 
 
 def check_labels(y: object, n: int, num_classes: int | None = None, name: str = "y") -> torch.Tensor:

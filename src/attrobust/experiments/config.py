@@ -28,6 +28,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from .._checks import check_finite_floats
+
 C = TypeVar("C")
 
 
@@ -104,6 +106,7 @@ class OptimConfig:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
+        check_finite_floats(self, "optim")
         if not self.lr > 0:
             raise ValueError(f"optim.lr: expected a value > 0, got {self.lr!r}")
         _check_min(self.momentum, "optim.momentum", 0)
@@ -164,6 +167,7 @@ class TrainConfig:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("objective", ObjectiveConfig),
                           ("optim", OptimConfig)):  # fmt: skip
             _nested(self, name, cls)
+        check_finite_floats(self, "")  # every float, the objective's params and the model's kwargs included
         if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
             raise ValueError(f"name: expected a non-empty run name without path separators, got {self.name!r}")
         if (self.epochs is None) == (self.steps is None):
