@@ -145,6 +145,13 @@ def test_the_last_good_checkpoint_stays(tmp_path, monkeypatch):
 # --- saving, loading, evaluating, auditing ---------------------------------------------------------------------
 
 
+def test_first_nonfinite_is_exact_when_a_finite_sum_overflows():
+    big = torch.full((4,), 3e38)  # finite entries whose float32 sum is inf
+    assert models.first_nonfinite([("a", torch.zeros(2)), ("big", big)]) is None
+    assert models.first_nonfinite([("a", torch.zeros(2)), ("b", torch.tensor([1.0, -math.inf, math.nan]))]) == ("b", 2)
+    assert models.first_nonfinite([("steps", torch.tensor(3)), ("b", torch.ones(2, dtype=torch.float64))]) is None
+
+
 def test_save_and_load_refuse_non_finite_weights_naming_file_and_tensor(tmp_path):
     path = nonfinite_checkpoint(tmp_path)
     with pytest.raises(ValueError, match=r"nan.pt: expected finite weights, got 1 NaN/inf entries of \d+ in '"):
