@@ -31,6 +31,15 @@ def test_ifia_refuses_zero_steps(tiny_cnn, steps):
         attacks.ifia(tiny_cnn, x, y, k=5, eps=0.1, step_size=0.05, steps=steps, beta=5.0, ig_steps=3)
 
 
+def test_ifia_refuses_a_zero_step_size_with_a_budget(tiny_cnn):
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"step_size \(with eps > 0\): expected a finite value > 0, got 0.0"):
+        attacks.ifia(tiny_cnn, x, y, k=5, eps=0.1, step_size=0.0, steps=2, beta=5.0, ig_steps=3)
+    y = tiny_cnn(x).argmax(1)
+    out = attacks.ifia(tiny_cnn, x, y, k=5, eps=0.0, step_size=0.0, steps=1, beta=5.0, ig_steps=3)
+    assert bool(out.valid.all()) and bool((out.topk == 1).all())  # no budget: the maps cannot move
+
+
 def test_targeted_manipulation_refuses_zero_steps(tiny_cnn):
     x, y = _batch()
     with pytest.raises(ValueError, match=r"steps: expected an integer >= 1, got 0"):
