@@ -47,7 +47,9 @@ def test_every_registered_model_gets_the_same_values_and_gradients(name: str) ->
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("kw", [{"batch_steps": 4}, {"checkpoint": True}, {"rule": "trapezoid"}])
+@pytest.mark.parametrize(
+    "kw", [{"batch_steps": 4}, {"checkpoint": True}, {"rule": "trapezoid"}, {"rule": "gausslegendre"}]
+)
 def test_options_and_a_broadcast_baseline_agree(kw: dict) -> None:
     model, x = _model("small_cnn")
     model = softplus(model, 5.0)

@@ -6,7 +6,10 @@ left in train mode, probability outputs, all-zero attributions) are warned about
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,14 +39,51 @@ def check_images(x: object, name: str = "x", *, allow_empty: bool = False) -> to
         raise ValueError(f"{name}: expected a non-empty batch (N >= 1), got shape {tuple(x.shape)}")
     if x.numel() == 0:
         return x
-    x_ = x.detach()
-    if not bool(torch.isfinite(x_).all()):
-        bad = int((~torch.isfinite(x_)).sum())
-        raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
+    x_ = check_finite(x.detach(), name)
     lo, hi = float(x_.min()), float(x_.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name}: expected pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
     return x
+
+
+def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Validate that every entry of the tensor ``t`` (any shape) is finite; returns ``t``."""
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
+    return t
+
+
+def check_broadcastable(t: object, shape: torch.Size | tuple[int, ...], name: str) -> torch.Tensor:
+    """Validate a tensor that must broadcast to ``shape`` without changing it, with finite values (a baseline or
+    fill image for inputs of that shape); returns it."""
+    fits = False
+    if isinstance(t, torch.Tensor):
+        try:
+            fits = torch.broadcast_shapes(t.shape, shape) == tuple(shape)
+        except RuntimeError:  # shapes that do not broadcast at all
+            fits = False
+    if not fits:
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name}: expected a tensor broadcastable to {tuple(shape)}, got {got}")
+    check_finite(t.detach(), name)
+    return t
+
+
+def check_finite_floats(value: Any, path: str) -> None:
+    """Refuse any NaN or infinite float in a nested value (dataclasses, mappings, lists and tuples, searched
+    recursively), naming its dotted key path after ``path`` (e.g. a config's ``optim.lr``)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            check_finite_floats(getattr(value, f.name), f"{path}.{f.name}" if path else f.name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_finite_floats(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_finite_floats(item, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path}: expected a finite number, got {value!r}")
 
 
 def check_labels(y: object, n: int, num_classes: int | None = None, name: str = "y") -> torch.Tensor:

@@ -39,7 +39,9 @@ def pgd(
     :func:`margin_loss`, capped at ``kappa``). ``norm`` is ``"linf"`` (signed steps) or ``"l2"`` (normalised
     steps); ``random_start`` begins at a uniform point of the eps ball drawn from ``generator``. The model runs in
     ``mode`` (``"eval"`` by default, as standard PGD evaluations do; ``"train"`` or ``"keep"``) and its previous
-    mode is restored.
+    mode is restored. ``steps=0`` returns the start point (the random start, or ``x``): accuracy there is accuracy
+    under uniform noise, not under attack, which is why :class:`~attrobust.experiments.config.PGDEvalConfig`
+    requires at least one step.
     """
     check_images(x)
     check_labels(y, x.shape[0])

@@ -20,6 +20,7 @@ from .._checks import (
     check_int,
     check_k,
     check_labels,
+    check_positive,
     check_second_order,
     warn_if_training,
 )
@@ -149,6 +150,9 @@ def ifia(
     check_k(k, x.shape[2] * x.shape[3])
     if dissimilarity != "random":
         check_second_order(model, beta, "ifia")
+    check_int(steps, "steps")  # with no step nothing is selected: every example would read as similarity 1
+    if eps > 0:  # a zero step never leaves x (unless started randomly): similarity 1 for an unexplored budget
+        check_positive(step_size, "step_size (with eps > 0)")
     check_int(restarts, "restarts")
     warn_if_training(model)
     attr = _attribution_fn(attribution, ig_steps, attribution_options)

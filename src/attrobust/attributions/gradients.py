@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .._checks import check_choice, check_images, check_int, check_labels
+from .._checks import check_broadcastable, check_choice, check_images, check_int, check_labels
 from ..models.normalize import Normalize
 from ._grad import gradient
 
-IG_RULES = ("right", "left", "middle", "trapezoid")
+IG_RULES = ("right", "left", "middle", "trapezoid", "gausslegendre")
 
 # Modules that are affine maps of their input, per example (BatchNorm2d only in eval mode: see _is_affine).
 _AFFINE_TYPES = (
@@ -35,13 +36,11 @@ def as_target(target: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
 
 
 def as_baseline(baseline: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """Validate an IG baseline for ``x`` ``(N, C, H, W)``: ``None`` -> zeros; else a tensor broadcastable to ``x``."""
+    """Validate an IG baseline for ``x`` ``(N, C, H, W)``: ``None`` -> zeros; else a tensor broadcastable to ``x``
+    with finite values (a NaN or infinite baseline would make every path point, and so the map, NaN)."""
     if baseline is None:
         return torch.zeros_like(x)
-    if not isinstance(baseline, torch.Tensor) or torch.broadcast_shapes(baseline.shape, x.shape) != x.shape:
-        got = tuple(baseline.shape) if isinstance(baseline, torch.Tensor) else type(baseline).__name__
-        raise ValueError(f"baseline: expected a tensor broadcastable to {tuple(x.shape)}, got {got}")
-    return baseline
+    return check_broadcastable(baseline, x.shape, "baseline")
 
 
 def saliency(
@@ -75,16 +74,25 @@ def input_x_gradient(
 
 
 def ig_alphas(steps: int, rule: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    """Path positions and quadrature weights of a ``steps``-point rule on [0, 1], each shape ``(steps,)``.
+    """Path positions and quadrature weights of a ``steps``-point rule on [0, 1], each shape ``(steps,)``, float64.
 
     ``right``: alpha_k = k/m (k = 1..m), ``left``: (k-1)/m, ``middle``: (k-1/2)/m, each with weight 1/m;
     ``trapezoid``: alpha_k = k/(m-1) (k = 0..m-1), weight 1/(m-1) with the two ends halved (weights sum to 1;
-    needs m >= 2).
+    needs m >= 2); ``gausslegendre``: the m-point Gauss-Legendre nodes and weights mapped from [-1, 1] to [0, 1]
+    (``numpy.polynomial.legendre.leggauss``, nodes ascending; exact for polynomials of degree <= 2m - 1).
+    ``right`` (the source papers' rule and this library's default), ``left``, ``middle`` and ``gausslegendre`` are
+    Captum's ``IntegratedGradients`` methods ``riemann_right``, ``riemann_left``, ``riemann_middle`` and
+    ``gausslegendre`` (Captum's default: quote the rule with any comparison). ``trapezoid`` is the textbook rule,
+    not Captum's ``riemann_trapezoid``, whose weights are 1/m with the ends halved (they sum to (m-1)/m, so its
+    attributions are ours times (m-1)/m).
     """
     check_choice(rule, "rule", IG_RULES)
     min_steps = 2 if rule == "trapezoid" else 1
     check_int(steps, f"steps (rule {rule!r})", min_steps)
     m = steps
+    if rule == "gausslegendre":
+        nodes, node_weights = np.polynomial.legendre.leggauss(m)
+        return torch.from_numpy(0.5 * (nodes + 1.0)), torch.from_numpy(0.5 * node_weights)
     k = torch.arange(m, dtype=torch.float64)
     if rule == "trapezoid":
         alphas = k / (m - 1)
@@ -112,8 +120,9 @@ def integrated_gradients(
     """Integrated Gradients (Sundararajan et al. 2017), shape ``(N, C, H, W)``.
 
     ``IG(x) = (x - x0) * sum_k w_k grad f_target(x0 + alpha_k (x - x0))`` with ``(alpha_k, w_k)`` from
-    :func:`ig_alphas` (``rule`` = ``right`` Riemann sum by default, as in the source papers' code). ``baseline``
-    ``x0`` defaults to zeros (black image); any tensor broadcastable to ``x`` is accepted. The path points are
+    :func:`ig_alphas` (``rule`` = ``right`` Riemann sum by default, as in the source papers' code; Captum's default
+    is ``gausslegendre``, available here under that name). ``baseline`` ``x0`` defaults to zeros (black image); any
+    finite tensor broadcastable to ``x`` is accepted. The path points are
     evaluated ``batch_steps`` at a time (``batch_steps * N`` images per forward pass; ``None`` picks one step per
     pass, the fastest on small CPUs; see ``benchmarks/``), so memory stays bounded without ``create_graph``.
     ``sum(IG) ~= f(x) - f(x0)`` (completeness) with an error that shrinks as ``steps`` grows.

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_images, check_int, check_positive
+from .._checks import check_finite, check_images, check_int, check_positive
 from ._grad import gradient
 from .gradients import as_target, input_x_gradient, saliency
 
@@ -130,6 +130,8 @@ def gradient_shap(
         raise ValueError(f"baselines: expected a tensor of shape (B, {', '.join(map(str, x.shape[1:]))}), got {got}")
     elif baselines.shape[0] == 0:
         raise ValueError("baselines: expected at least one baseline (B >= 1), got B = 0")
+    else:
+        check_finite(baselines.detach(), "baselines")
     index = torch.randint(baselines.shape[0], (n, x.shape[0]), generator=generator, device=x.device)
     alpha = torch.rand((n, x.shape[0]), **kw).view(n, -1, 1, 1, 1)
     noisy = x.unsqueeze(0).expand(n, *x.shape)

@@ -30,6 +30,7 @@ from ..attributions._grad import grad_of
 from ..data import ImageDataset
 from ..data.imagenette import IMAGE_SUFFIXES
 from ..data.images import decode_images, to_image_tensor
+from ..models import check_finite_weights
 from .config import EvalConfig, eval_defaults, merge
 from .evaluate import evaluate
 
@@ -68,6 +69,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
                 break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"weights: expected a state dict of tensors in {path}, got {type(state).__name__}")
+    check_finite_weights(state, f"weights: {path}")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -28,6 +28,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from .._checks import check_finite_floats
+
 C = TypeVar("C")
 
 
@@ -109,6 +111,7 @@ class OptimConfig:
     milestone_unit: Literal["epoch", "step"] = "epoch"
 
     def __post_init__(self) -> None:
+        check_finite_floats(self, "optim")
         if not self.lr > 0:
             raise ValueError(f"optim.lr: expected a value > 0, got {self.lr!r}")
         _check_min(self.momentum, "optim.momentum", 0)
@@ -175,6 +178,7 @@ class TrainConfig:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("objective", ObjectiveConfig),
                           ("optim", OptimConfig)):  # fmt: skip
             _nested(self, name, cls)
+        check_finite_floats(self, "")  # every float, the objective's params and the model's kwargs included
         if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
             raise ValueError(f"name: expected a non-empty run name without path separators, got {self.name!r}")
         if (self.epochs is None) == (self.steps is None):
@@ -201,7 +205,7 @@ class PGDEvalConfig:
     def __post_init__(self) -> None:
         _check_min(self.eps, "pgd.eps", 0)
         _check_min(self.step_size, "pgd.step_size", 0)
-        _check_min(self.steps, "pgd.steps", 0)
+        _check_min(self.steps, "pgd.steps", 1)  # 0 steps would report accuracy at the start point as PGD accuracy
 
 
 @dataclass

@@ -291,6 +291,7 @@ def train(
         if resume and state_path.exists():
             state = _load_state(state_path)
             _check_same_run(state.get("config"), config, state_path)
+            models_lib.check_finite_weights(state["model"], f"{state_path} (use force=True to retrain)")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -354,6 +355,17 @@ def train(
     return result
 
 
+def _check_weights_after(step: int, lr: float, weights: list[tuple[str, torch.Tensor]]) -> None:
+    """Stop before anything of global step ``step`` (0-based) is saved when its update left non-finite weights
+    or buffers (``state.pt`` keeps the last good checkpoint; ``model.pt`` is not written)."""
+    bad = models_lib.first_nonfinite(weights)
+    if bad is not None:
+        raise ValueError(
+            f"training diverged: expected finite weights after the update of step {step}, got {bad[1]} NaN/inf "
+            f"entries in {bad[0]!r} (learning rate {lr:g}); nothing of this step was saved"
+        )
+
+
 def _loop(
     model: nn.Module,
     objective: Callable[..., tuple[torch.Tensor, dict[str, float]]],
@@ -384,6 +396,7 @@ def _loop(
     model.train()
     set_step = getattr(objective, "set_step", None)
     params = [p for p in model.parameters() if p.requires_grad]
+    weights = list(model.state_dict().items())  # views of the parameters and buffers, updated in place
     local = config.batch_size // ctx.world
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     autocast = (
@@ -408,6 +421,7 @@ def _loop(
         loss.backward()
         distributed.average_gradients(params, ctx)
         optimizer.step()
+        _check_weights_after(step, lr, weights)
         scheduler.step()
         for key, value in logs.items():
             sums[key] = sums.get(key, 0.0) + float(value)

@@ -237,7 +237,7 @@ def attribution_spectral_norm(
         model: classifier returning logits ``(N, K)``; smooth (no ``nn.ReLU``) unless ``beta`` is given.
         x: images, float ``(N, C, H, W)`` in [0, 1]; ``y``: int64 labels ``(N,)``, the attributed class.
         attribution: ``"saliency"`` (simple gradient), ``"input_x_gradient"`` or ``"integrated_gradients"``
-            (zero baseline, ``ig_steps`` points, ``ig_rule`` Riemann rule).
+            (zero baseline, ``ig_steps`` points, ``ig_rule`` quadrature rule of ``ig_alphas``).
         beta: softplus sharpness for a smooth copy of a ReLU model; ``output``: ``"logit"``, ``"probability"``
             or ``"loss"`` (the scalar whose gradient is the attribution).
 

@@ -34,6 +34,7 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 from attrobust._checks import (
+    check_broadcastable,
     check_choice,
     check_images,
     check_int,
@@ -382,6 +383,8 @@ def road(
         def perturb(mask: torch.Tensor) -> torch.Tensor:
             return noisy_linear_impute(x, mask, noise=noise, generator=generator)
     else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"value: expected a finite number (the fill of imputation='constant'), got {value!r}")
         fill = torch.tensor(float(value), device=x.device)
 
         def perturb(mask: torch.Tensor) -> torch.Tensor:
@@ -411,14 +414,7 @@ def _baseline_image(x: torch.Tensor, baseline: float | str | torch.Tensor, kerne
                 x.detach(), (kernel, kernel), (float(sigma), float(sigma)), border_type="replicate"
             )
     if isinstance(baseline, torch.Tensor):
-        try:
-            fits = torch.broadcast_shapes(baseline.shape, x.shape) == x.shape
-        except RuntimeError:
-            fits = False
-        if not fits:
-            got = tuple(baseline.shape)
-            raise ValueError(f"baseline: expected a tensor broadcastable to {tuple(x.shape)}, got {got}")
-        return baseline.detach().to(x.device, x.dtype)
+        return check_broadcastable(baseline, x.shape, "baseline").detach().to(x.device, x.dtype)
     if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
         raise ValueError(f"baseline: expected a finite number, a tensor or 'blur', got {baseline!r}")
     return torch.tensor(float(baseline), device=x.device, dtype=x.dtype)

@@ -4,7 +4,7 @@
 Tensor contract: models map float ``(N, C, H, W)`` images in [0, 1] to logits ``(N, K)``.
 """
 
-from attrobust.models.checkpoint import load, save
+from attrobust.models.checkpoint import check_finite_weights, first_nonfinite, load, save
 from attrobust.models.nets import MODELS, create
 from attrobust.models.normalize import Normalize
 from attrobust.models.smoothing import SMOOTHING_KINDS, SmoothingBlock
@@ -16,7 +16,9 @@ __all__ = [
     "SMOOTHING_KINDS",
     "Normalize",
     "SmoothingBlock",
+    "check_finite_weights",
     "create",
+    "first_nonfinite",
     "insert_smoothing",
     "load",
     "save",
