@@ -290,9 +290,9 @@ def table(
     t0 = time.perf_counter()
     runs, eval_cfg, published = table_configs(name, out_dir, budget, presets, models)
     name = name.replace("-", "_")
-    bar = _stage_bar(len(runs), report, progress, name)
     protocol = _protocol(eval_cfg, runs[0][1])
     echo(protocol)
+    bar = _stage_bar(len(runs), report, progress, name)
     rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
     return _finish(rows, all_results, protocol, Path(out_dir) / f"{name}_{budget}_report", f"attrobust: {name}",
                    published or None, report, bar, echo, t0)  # fmt: skip

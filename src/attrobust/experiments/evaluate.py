@@ -110,6 +110,21 @@ def _protocol_config(
     return config, data
 
 
+def _announce(
+    config: EvalConfig, data: dict[str, Any], out: str | Path | None, say: Callable[[str], None] | None, main: bool
+) -> tuple[dict[str, Any], str, Path | None]:
+    """The protocol, its fingerprint and the results file (on the main process, one that holds no other
+    protocol's results); ``say`` prints the protocol and the file before the work."""
+    protocol = protocol_lib.describe(config, data)
+    fingerprint = protocol_lib.fingerprint(protocol)
+    path = None if out is None else protocol_lib.results_path(out, fingerprint) if main else Path(out)
+    if say is not None:
+        say("\n  ".join(protocol_lib.lines(protocol, fingerprint)))
+        if path is not None:
+            say(f"results -> {path}")
+    return protocol, fingerprint, path
+
+
 def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -187,15 +202,8 @@ def evaluate(
     mine = [b for b in range(len(slices)) if b % ctx.world == ctx.rank]
     boxes_all = ds.boxes[idx] if getattr(ds, "boxes", None) is not None else None
     metric_names, metric_notes = suite.resolve(list(config.metrics), config, boxes_all is not None)
-    protocol = protocol_lib.describe(config, data)
-    fingerprint = protocol_lib.fingerprint(protocol)
-    if out is not None and ctx.main:
-        out = protocol_lib.results_path(out, fingerprint)
     say = echo if echo is not None else (print if progress else None)
-    if say is not None and ctx.main:
-        say("\n  ".join(protocol_lib.lines(protocol, fingerprint)))
-        if out is not None:
-            say(f"results -> {out}")
+    protocol, fingerprint, out = _announce(config, data, out, say if ctx.main else None, ctx.main)
 
     was_training = model.training
     model.eval()

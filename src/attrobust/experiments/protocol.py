@@ -226,11 +226,12 @@ def lines(protocol: Mapping[str, Any], fp: str | None = None) -> list[str]:
                    f"{start}")  # fmt: skip
     if (i := protocol.get("ifia")) is not None:
         beta = "none (the model itself)" if i.get("beta") is None else _fmt(i.get("beta"))
-        what = "IFIA settings of the metrics (IFIA skipped)" if protocol.get("skip_ifia") else "IFIA"
+        skipped = protocol.get("skip_ifia")
+        what = "IFIA settings of the metrics (IFIA skipped)" if skipped else "IFIA"
         out.append(
             f"{what} {i.get('dissimilarity')} on {i.get('attribution')}: k {i.get('k')}, eps {_fmt(i.get('eps'))}, "
             f"{i.get('steps')} steps of {_fmt(i.get('step_size'))}, {i.get('ig_steps')} IG points, surrogate "
-            f"softplus beta {beta}, {_runs(i)}; correctly classified samples only"
+            f"softplus beta {beta}, {_runs(i)}" + ("" if skipped else "; correctly classified samples only")
         )
     if protocol.get("metrics"):
         out.append(f"metrics: {', '.join(protocol['metrics'])}")
