@@ -220,7 +220,7 @@ def test_another_protocol_never_overwrites_and_is_never_ranked_with_it(checkpoin
     assert lines[0].startswith(f"protocol {fp8}: ") and "k 8" in lines[0]
     values = sorted(float(line.split("|")[1]) for line in lines[3:5])
     assert values == pytest.approx(sorted([first["summary"]["topk"], _topk(checkpoints[1])]), abs=1e-4)
-    assert "--protocol" in board.output and f"  {fp4} (1 model): protocol {fp4}: " in board.output
+    assert "--protocol" in board.output and f"  {fp4} (1 model): synthetic test" in board.output
     picked = runner.invoke(app, ["leaderboard", "--dataset", "synthetic", "--db", str(db), "--protocol", fp4])
     assert picked.exit_code == 0 and picked.output.startswith(f"protocol {fp4}")
     assert f"  {fp8} (2 models)" in picked.output

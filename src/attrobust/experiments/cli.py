@@ -242,10 +242,10 @@ def leaderboard_command(
 
     def describe(p: dict[str, Any]) -> str:
         if p["protocol"] is not None:
-            return summary(p["protocol"], p["fingerprint"])
-        return "training runs" if p["fingerprint"] is None else f"protocol {p['fingerprint']}"
+            return summary(p["protocol"]).removeprefix("protocol: ")
+        return "no protocol recorded (training runs, or evaluations whose config could not be read)"
 
-    typer.echo(describe(chosen))
+    typer.echo(f"protocol {chosen['fingerprint'] or 'none'}: {describe(chosen)}")
     typer.echo(format_leaderboard(rows))
     if others:
         typer.echo(f"\nother protocols for {dataset} {metric} (select one with --protocol FINGERPRINT):")
