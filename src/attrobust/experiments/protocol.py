@@ -214,11 +214,14 @@ def lines(protocol: Mapping[str, Any], fp: str | None = None) -> list[str]:
     beta, restarts and their start, sample selection, n); the first names the fingerprint ``fp`` when given."""
     data = protocol.get("data") or {}
     n = protocol.get("n")
-    chosen = "the first" if protocol.get("sample") == "first" else f"a sample (seed {protocol.get('seed')}) of"
+    if n is None:
+        chosen = "all samples"
+    else:
+        chosen = f"the first {n} samples" if protocol.get("sample") == "first" else f"{n} samples drawn with the seed"
     head = f"protocol {fp}: " if fp else "protocol: "
     out = [
-        f"{head}{data.get('name')} {data.get('split')}, {chosen} {'all' if n is None else n} samples, seed "
-        f"{protocol.get('seed')}, batches of {protocol.get('batch_size')}, {protocol.get('device')}"
+        f"{head}{data.get('name')} {data.get('split')}, {chosen}, seed {protocol.get('seed')}, batches of "
+        f"{protocol.get('batch_size')}, {protocol.get('device')}"
     ]
     if (p := protocol.get("pgd")) is not None:
         start = "random start" if p.get("random_start") else "no random start"
