@@ -130,7 +130,8 @@ def test_audit_command(user: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(user)
     torch.save({"model": audit_lib.load_factory("usernet:relu_net").state_dict()}, user / "w.pt")
     args = ["audit", "--model", "usernet:relu_net", "--weights", "w.pt", "--data", "images", "--size", "8",
-            "--n", "6", "--set", "ifia.k=8", "--set", "ifia.steps=2", "--set", "ifia.ig_steps=3",
+            "--n", "6", "--eps", "0.1", "--step-size", "0.05", "--k", "8", "--set", "ifia.steps=2",
+            "--set", "ifia.ig_steps=3",
             "--set", "pgd.steps=2", "--metrics", "gini", "--out", "out", "-q"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -98,7 +98,7 @@ def test_evaluate_prints_the_table_row_and_saves_json(trained: Path, tmp_path: P
 
 
 def test_evaluate_config_file_set_and_attack_choice(trained: Path, tmp_path: Path) -> None:
-    ev = write_yaml(tmp_path / "ev.yaml", {"n": 10, "ifia": {"k": 4}})
+    ev = write_yaml(tmp_path / "ev.yaml", {"n": 10, "pgd": {"eps": 0.1, "step_size": 0.05}, "ifia": {"k": 4}})
     out = tmp_path / "r.json"
     args = ["evaluate", str(trained), "--config", str(ev), "--set", "pgd.steps=1", "--attack", "pgd", "-q"]
     result = runner.invoke(app, [*args, "--out", str(out)])
@@ -109,10 +109,12 @@ def test_evaluate_config_file_set_and_attack_choice(trained: Path, tmp_path: Pat
     assert saved["summary"]["topk"] is None and saved["summary"]["pgd_acc"] is not None
     row = result.output.splitlines()[2]
     assert row.split("|")[3].strip() == "-"
-    # flags win over --config and --set
+    # flags win over --config and --set; another protocol's results go beside the first ones
     result = runner.invoke(app, [*args, "--n", "5", "--out", str(out)])
-    assert json.loads(out.read_text())["eval_config"]["n"] == 5
-    # the checkpoint's dataset picks the paper's defaults (synthetic: MNIST-like) before the file
+    other = Path(result.output.splitlines()[-1].removeprefix("results: "))
+    assert other == out.with_name(f"r-{json.loads(other.read_text())['protocol_fingerprint']}.json")
+    assert json.loads(other.read_text())["eval_config"]["n"] == 5
+    # synthetic data has no paper protocol: the generic settings (no budget) before the file
     assert saved["eval_config"]["ifia"]["restarts"] == 3
 
 
@@ -154,7 +156,8 @@ def tiny_presets(root: Path) -> Path:
     )  # fmt: skip
     write_yaml(
         presets / "quickstart_eval.yaml",
-        {"n": 10, "pgd": {"steps": 2}, "ifia": {"k": 8, "steps": 2, "ig_steps": 3, "restarts": 1, "beta": 5.0},
+        {"n": 10, "pgd": {"eps": 0.1, "step_size": 0.05, "steps": 2},
+         "ifia": {"k": 8, "eps": 0.1, "step_size": 0.05, "steps": 2, "ig_steps": 3, "restarts": 1, "beta": 5.0},
          "metrics": ["gini"]},
     )  # fmt: skip
     return presets
@@ -213,7 +216,8 @@ def test_bench_table_reproduces_a_table_with_published_figures(tmp_path: Path, m
     folder = presets / "tiny_table"
     folder.mkdir(parents=True)
     write_yaml(folder / "_base.yaml", {k: v for k, v in TINY_TRAIN.items() if k != "name"})
-    write_yaml(folder / "_eval.yaml", {"n": 500, "pgd": {"steps": 50}})
+    write_yaml(folder / "_eval.yaml", {"n": 500, "pgd": {"eps": 0.1, "step_size": 0.05, "steps": 50},
+                                       "ifia": {"eps": 0.1, "step_size": 0.05}})  # synthetic data: no defaults
     write_yaml(folder / "_eval_cpu.yaml", {"n": 8, "pgd": {"steps": 2},
                                            "ifia": {"k": 8, "steps": 2, "ig_steps": 3, "restarts": 1, "beta": 5.0}})
     write_yaml(folder / "_published.yaml", {"natural": {"topk": 0.5, "natural_acc": 0.9}})

@@ -110,7 +110,7 @@ def test_in_memory_model_dataset_and_mode(checkpoint: Path) -> None:
 
 
 def test_pgd_with_zero_budget_keeps_natural_accuracy(checkpoint: Path, tmp_path: Path) -> None:
-    cfg = from_dict(EvalConfig, {**FAST, "skip_ifia": True, "pgd": {"eps": 0.0, "steps": 2}})
+    cfg = from_dict(EvalConfig, {**FAST, "skip_ifia": True, "pgd": {"eps": 0.0, "step_size": 0.05, "steps": 2}})
     res = evaluate(checkpoint, cfg, progress=False, out=tmp_path / "r.json")
     assert res["per_example"]["pgd_correct"] == res["per_example"]["natural_correct"]
     strong = from_dict(EvalConfig, {**FAST, "skip_ifia": True, "pgd": {"eps": 0.5, "step_size": 0.1, "steps": 10}})

@@ -15,7 +15,8 @@ from attrobust.experiments.report import results_table
 from attrobust.experiments.train import lr_factor, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = sorted(p for p in CONFIGS.glob("*/*.yaml") if not p.name.startswith("_"))
+# configs/defaults/<dataset>.yaml name each dataset's evaluation protocol (tests/test_protocol.py), not a run
+PRESETS = sorted(p for p in CONFIGS.glob("*/*.yaml") if not p.name.startswith("_") and p.parent.name != "defaults")
 
 
 def test_there_are_presets_for_every_paper_table() -> None:

@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 import attrobust
+from attrobust.experiments import protocol as protocol_lib
 from attrobust.experiments.cli import app
 from attrobust.experiments.config import EvalConfig, TrainConfig, from_dict
 from attrobust.experiments.evaluate import evaluate
@@ -200,7 +201,9 @@ def test_record_evaluation_round_trip(tmp_path: Path) -> None:
         "evaluate", "robust", "mnist", "small_cnn", "pgd_at",
     )  # fmt: skip
     assert row["status"] == "completed" and row["seed"] == 0 and row["duration_s"] == 2.0
-    assert row["config"] == {"eval": results["eval_config"], "train": results["train_config"]}
+    protocol, fingerprint = protocol_lib.of_results(results)
+    assert row["config"] == {"eval": results["eval_config"], "train": results["train_config"], "protocol": protocol}
+    assert row["protocol"] == fingerprint
     assert row["checkpoint"] == results["checkpoint"] and row["checkpoint_sha256"] == results["checkpoint_sha256"]
     assert row["extra"]["timings"] == results["timings"] and row["extra"]["dataset"] == results["dataset"]
     assert row["code_version"] == attrobust.__version__ and row["git_commit"] == code_version()["git_commit"]
@@ -481,12 +484,13 @@ def test_cli_runs_and_leaderboard(populated: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("ATTROBUST_DB", str(populated))
     board = runner.invoke(app, ["leaderboard", "--dataset", "mnist", "--metric", "topk"])
     assert board.exit_code == 0, board.output
-    rows = [line.split("|") for line in board.output.splitlines()[2:]]
+    assert board.output.startswith("protocol ")  # the protocol ranked, then the table
+    rows = [line.split("|") for line in board.output.splitlines()[3:]]
     assert [(r[0].strip(), r[1].strip(), r[2].strip()) for r in rows] == [
         ("1", "0.6000", "pgd_at"), ("2", "0.4000", "igr"), ("3", "0.3000", "natural"),
     ]  # fmt: skip
     asc = runner.invoke(app, ["leaderboard", "--dataset", "mnist", "--ascending", "--limit", "1"])
-    assert asc.exit_code == 0 and [line.split("|")[2].strip() for line in asc.output.splitlines()[2:]] == ["natural"]
+    assert asc.exit_code == 0 and [line.split("|")[2].strip() for line in asc.output.splitlines()[3:]] == ["natural"]
     bad = runner.invoke(app, ["leaderboard", "--dataset", "mnist", "--metric", "topq"])
     assert bad.exit_code == 2 and "error: metric: expected one of" in bad.output and "Traceback" not in bad.output
 

@@ -119,7 +119,8 @@ def test_localisation_runs_on_a_dataset_with_boxes(checkpoint: Path) -> None:
 def test_cli_metrics_option(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.json"
     args = ["evaluate", str(checkpoint), "--n", "4", "--steps", "1", "--pgd-steps", "1", "--ig-steps", "2", "--k", "8",
-            "--metrics", "gini, ssim", "--out", str(out), "--no-db", "-q"]  # fmt: skip
+            "--eps", "0.1", "--step-size", "0.05", "--metrics", "gini, ssim", "--out", str(out), "--no-db",
+            "-q"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     import json

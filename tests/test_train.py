@@ -13,13 +13,11 @@ import yaml
 
 from attrobust import models
 from attrobust.experiments.config import (
-    EVAL_PRESETS,
     DataConfig,
     EvalConfig,
     OptimConfig,
     TrainConfig,
     apply_overrides,
-    eval_defaults,
     from_dict,
     load_yaml,
     merge,
@@ -142,16 +140,6 @@ def test_merge_is_deep_for_sections_and_whole_for_free_mappings(tmp_path: Path) 
     new = merge(cfg, {"optim": {"lr": 0.5}, "data": {"kwargs": {"n": 10}}})
     assert new.optim.name == "adam" and new.optim.lr == 0.5
     assert new.data.kwargs == {"n": 10} and new.data.name == "synthetic"
-
-
-def test_eval_presets_follow_the_rar_paper() -> None:
-    mnist, fmnist = eval_defaults("mnist"), eval_defaults("fashion_mnist")
-    assert (mnist.pgd.eps, mnist.pgd.step_size, mnist.pgd.steps, mnist.pgd.random_start) == (0.3, 0.01, 100, True)
-    assert (mnist.ifia.k, mnist.ifia.eps, mnist.ifia.step_size, mnist.ifia.steps) == (200, 0.3, 0.01, 100)
-    assert (mnist.ifia.restarts, mnist.ifia.select_by, mnist.ifia.attribution) == (3, "kendall", "ig")
-    assert (fmnist.pgd.eps, fmnist.ifia.k, fmnist.ifia.eps) == (0.1, 100, 0.1)
-    assert eval_defaults("synthetic") == EvalConfig() == mnist
-    assert set(EVAL_PRESETS) == {"mnist", "fashion_mnist"}
 
 
 @pytest.mark.parametrize("name", ["quickstart_natural", "quickstart_pgd_at"])

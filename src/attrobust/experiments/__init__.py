@@ -6,7 +6,6 @@ Images are float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, models retur
 """
 
 from .config import (
-    EVAL_PRESETS,
     DataConfig,
     EvalConfig,
     IFIAEvalConfig,
@@ -17,7 +16,6 @@ from .config import (
     SuiteConfig,
     TrainConfig,
     apply_overrides,
-    eval_defaults,
     from_dict,
     load_yaml,
     merge,
@@ -25,12 +23,12 @@ from .config import (
     to_dict,
 )
 from .evaluate import evaluate, format_table, table_row
+from .protocol import eval_defaults
 from .report import write_report
 from .store import Store, open_store
 from .train import TrainResult, train
 
 __all__ = [
-    "EVAL_PRESETS",
     "DataConfig",
     "EvalConfig",
     "IFIAEvalConfig",

@@ -31,8 +31,9 @@ from ..data import ImageDataset
 from ..data.imagenette import IMAGE_SUFFIXES
 from ..data.images import decode_images, to_image_tensor
 from ..models import check_finite_weights
-from .config import EvalConfig, eval_defaults, merge
+from .config import EvalConfig, merge
 from .evaluate import evaluate
+from .protocol import check_budget, eval_defaults
 
 
 def load_factory(spec: str) -> nn.Module:
@@ -136,8 +137,10 @@ def audit(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``data`` (a dataset name, a folder of class sub-folders, or an ImageDataset) and
-    write ``<out_dir>/results.json`` and the report. ``config`` defaults to the dataset's paper defaults; IFIA
-    gets a softplus surrogate (beta 10) when the model has ``nn.ReLU`` modules and the config sets no beta.
+    write ``<out_dir>/results.json`` and the report. ``config`` defaults to the dataset's paper protocol (a
+    folder of images has none: ``config`` must then give the budget, ``pgd``/``ifia`` ``eps``, ``step_size`` and
+    ``ifia.k``); IFIA gets a softplus surrogate (beta 10) when the model has ``nn.ReLU`` modules and the config
+    sets no beta.
 
     Returns ``{"results": ..., "report": (html, md), "warnings": [...]}``.
     """
@@ -151,6 +154,7 @@ def audit(
     else:
         ds, name = data_lib.load(str(data), split, data_dir), str(data)
     config = eval_defaults(name) if config is None else config
+    check_budget(config, name, config.metrics)  # a folder of images has no paper protocol, hence no budget
     if has_relu(model) and config.ifia.beta is None:
         config = merge(config, {"ifia": {"beta": 10.0}})
     probe = ds.images[: min(8, len(ds))]

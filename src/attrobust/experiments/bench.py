@@ -14,7 +14,6 @@ left it. A bar over the stages shows the progress and the estimated time left.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +21,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .config import EvalConfig, TrainConfig, eval_defaults, load_yaml, merge, merge_yaml, to_dict
+from . import protocol as protocol_lib
+from .config import EvalConfig, TrainConfig, load_yaml, merge, merge_yaml, to_dict
 from .evaluate import evaluate, file_sha256, format_table, table_row
+from .protocol import config_dir, eval_defaults
 from .train import train
 
 # (label, preset file, label of the earlier model it is fine-tuned from, or None)
@@ -70,18 +71,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
-def config_dir() -> Path:
-    """Directory of the YAML presets: ``$ATTROBUST_CONFIGS`` or the repository's ``configs/``."""
-    env = os.environ.get("ATTROBUST_CONFIGS")
-    path = Path(env) if env else Path(__file__).resolve().parents[3] / "configs"
-    if not path.is_dir():
-        raise ValueError(
-            f"preset directory not found: {path}; run from a source checkout (pip install -e .) or set "
-            "ATTROBUST_CONFIGS to the directory holding the configs/*.yaml presets"
-        )
-    return path
-
-
 def quickstart_configs(
     out_dir: str | Path = "runs", budget: str = "cpu", presets: str | Path | None = None
 ) -> tuple[list[tuple[str, TrainConfig]], EvalConfig]:
@@ -105,16 +94,26 @@ def quickstart_configs(
     return runs, merge(eval_cfg, overrides["eval"])
 
 
-def _reusable(path: Path, eval_cfg: EvalConfig, checkpoint: Path) -> dict[str, Any] | None:
+def _results_target(run_dir: Path, eval_cfg: EvalConfig, cfg: TrainConfig) -> tuple[Path, str]:
+    """Where this protocol's results of a run live (``results.json``, or ``results-<fingerprint>.json`` when
+    that file holds another protocol's results) and the protocol's fingerprint."""
+    data = protocol_lib.data_identity(eval_cfg, to_dict(cfg)["data"])
+    fingerprint = protocol_lib.fingerprint(protocol_lib.describe(eval_cfg, data))
+    return protocol_lib.results_path(run_dir / "results.json", fingerprint), fingerprint
+
+
+def _reusable(path: Path, fingerprint: str, checkpoint: Path) -> dict[str, Any] | None:
+    """The results at ``path`` when they are of this protocol (``fingerprint``) and this checkpoint."""
     if not path.is_file():
         return None
     try:
         results = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    same_cfg = results.get("eval_config") == to_dict(eval_cfg)
+    found = protocol_lib.of_results(results)
+    same_protocol = found is not None and found[1] == fingerprint
     same_model = results.get("checkpoint_sha256") == file_sha256(checkpoint)
-    return results if same_cfg and same_model else None
+    return results if same_protocol and same_model else None
 
 
 def _train_and_evaluate(
@@ -135,11 +134,12 @@ def _train_and_evaluate(
         verb = "reused" if result.reused else f"trained in {result.seconds:.0f}s"
         acc = "" if result.test_acc is None else f", clean test accuracy {100 * result.test_acc:.2f}%"
         echo(f"{label}: {verb} -> {result.model_path}{acc}")
-        results_path = result.run_dir / "results.json"
-        results = None if force else _reusable(results_path, eval_cfg, result.model_path)
+        results_path, fingerprint = _results_target(result.run_dir, eval_cfg, cfg)
+        results = None if force else _reusable(results_path, fingerprint, result.model_path)
         bar.set_postfix_str(f"evaluate {label}")
-        if results is None:
-            results = evaluate(result.model_path, eval_cfg, progress=progress, out=results_path)
+        if results is None:  # the protocol was printed once before the runs
+            results = evaluate(result.model_path, eval_cfg, progress=progress, out=results_path,
+                               echo=lambda _: None)  # fmt: skip
             echo(f"{label}: evaluated in {results['timings']['total']:.0f}s -> {results_path}")
         else:
             echo(f"{label}: reused {results_path}")
@@ -156,13 +156,12 @@ def _stage_bar(n_runs: int, report: bool, progress: bool, desc: str) -> Any:
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")  # fmt: skip
 
 
-def _protocol(cfg: EvalConfig) -> str:
-    return (
-        f"\nIFIA {cfg.ifia.dissimilarity} ({cfg.ifia.attribution}, k={cfg.ifia.k}, eps={cfg.ifia.eps}, "
-        f"{cfg.ifia.steps} steps of {cfg.ifia.step_size}, {cfg.ifia.ig_steps} IG points, beta={cfg.ifia.beta}, "
-        f"{cfg.ifia.restarts} restart(s)) and PGD-{cfg.pgd.steps} (eps={cfg.pgd.eps}) on {cfg.n} test images; "
-        "IFIA attacks the correctly classified ones:\n"
-    )
+def _protocol(eval_cfg: EvalConfig, train_cfg: TrainConfig) -> str:
+    """The evaluation protocol of the runs (all on ``train_cfg``'s data), as printed before and with the table;
+    an unset budget raises ``ValueError`` here, before any training."""
+    protocol_lib.check_budget(eval_cfg, eval_cfg.dataset or train_cfg.data.name, eval_cfg.metrics)
+    protocol = protocol_lib.describe(eval_cfg, protocol_lib.data_identity(eval_cfg, to_dict(train_cfg)["data"]))
+    return "\n  ".join(protocol_lib.lines(protocol, protocol_lib.fingerprint(protocol)))
 
 
 def quickstart(
@@ -183,16 +182,18 @@ def quickstart(
     """
     t0 = time.perf_counter()
     runs, eval_cfg = quickstart_configs(out_dir, budget, presets)
+    protocol = _protocol(eval_cfg, runs[0][1])
+    echo(protocol)
     bar = _stage_bar(len(runs), report, progress, "quickstart")
     rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
-    return _finish(rows, all_results, eval_cfg, Path(out_dir) / QUICKSTART["report"],
+    return _finish(rows, all_results, protocol, Path(out_dir) / QUICKSTART["report"],
                    "attrobust quickstart (MNIST, small_cnn)", None, report, bar, echo, t0)  # fmt: skip
 
 
 def _finish(
     rows: list[dict[str, str]],
     all_results: dict[str, dict[str, Any]],
-    eval_cfg: EvalConfig,
+    protocol: str,
     report_dir: Path,
     title: str,
     published: dict[str, Any] | None,
@@ -205,7 +206,7 @@ def _finish(
     from .report import write_report
 
     table = format_table(rows)
-    echo(_protocol(eval_cfg))
+    echo(f"\n{protocol}\n")
     echo(table)
     paths = None
     if report:
@@ -289,7 +290,9 @@ def table(
     t0 = time.perf_counter()
     runs, eval_cfg, published = table_configs(name, out_dir, budget, presets, models)
     name = name.replace("-", "_")
+    protocol = _protocol(eval_cfg, runs[0][1])
+    echo(protocol)
     bar = _stage_bar(len(runs), report, progress, name)
     rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
-    return _finish(rows, all_results, eval_cfg, Path(out_dir) / f"{name}_{budget}_report", f"attrobust: {name}",
+    return _finish(rows, all_results, protocol, Path(out_dir) / f"{name}_{budget}_report", f"attrobust: {name}",
                    published or None, report, bar, echo, t0)  # fmt: skip

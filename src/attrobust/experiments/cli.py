@@ -14,7 +14,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from . import distributed
-from .config import TrainConfig, apply_overrides, eval_defaults, load_yaml, merge, merge_yaml
+from .config import TrainConfig, apply_overrides, load_yaml, merge, merge_yaml
+from .protocol import eval_defaults
 from .suite import SUITE_METRICS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -146,7 +147,9 @@ def evaluate_command(
 ) -> None:
     """Evaluate a checkpoint: natural acc, PGD acc, IFIA top-k intersection and Kendall (the papers' columns).
 
-    Settings resolve in this order: the paper's defaults for the checkpoint's dataset, --config, --set, flags.
+    Settings resolve in this order: the paper's defaults for the checkpoint's dataset (configs/defaults/), --config,
+    --set, flags. A dataset without a preset has no default budget: give --eps, --step-size and --k. The protocol
+    is printed first; results of another protocol are never overwritten (the new ones go to results-<fingerprint>.json).
     """
     from .. import models
     from .evaluate import evaluate, format_table, table_row
@@ -174,7 +177,8 @@ def evaluate_command(
     if attack != "all":
         flags.update(skip_pgd=attack != "pgd", skip_ifia=attack != "ifia")
     cfg = merge(cfg, flags)
-    results = evaluate(checkpoint, cfg, progress=not quiet, out=out, db=_db_arg(db, no_db))
+    say = (lambda _: None) if quiet else typer.echo
+    results = evaluate(checkpoint, cfg, progress=not quiet, out=out, db=_db_arg(db, no_db), echo=say)
     main = distributed.context(cfg.device).main
     distributed.shutdown()
     if not main:
@@ -216,16 +220,38 @@ def runs_command(
 def leaderboard_command(
     dataset: Annotated[str, typer.Option(help="Dataset whose models are ranked.")],
     metric: Annotated[str, typer.Option(help="topk, kendall, natural_acc, pgd_acc, test_acc, ...")] = "topk",
+    protocol: Annotated[
+        str | None, typer.Option(help="Evaluation protocol (fingerprint or prefix; default: the one with most models).")
+    ] = None,
     ascending: Annotated[bool, typer.Option("--ascending", help="Lowest value first.")] = False,
     limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Rank the models of a dataset by a metric (each model's most recent result)."""
+    """Rank the models of a dataset by a metric within one evaluation protocol (each model's most recent result
+    of it); the other protocols present are listed with how to select them."""
+    from .protocol import summary
     from .store import format_leaderboard, open_store
 
     with open_store(db, create=False) as store:
-        rows = store.leaderboard(dataset, metric, descending=not ascending, limit=limit)
-    typer.echo(format_leaderboard(rows) if rows else f"no completed {metric} results for dataset {dataset!r}")
+        chosen = store.select_protocol(dataset, metric, protocol)
+        rows = store.leaderboard(dataset, metric, descending=not ascending, limit=limit, protocol=protocol)
+        others = [p for p in store.protocols(dataset, metric) if chosen is None or p["newest"] != chosen["newest"]]
+    if chosen is None:
+        typer.echo(f"no completed {metric} results for dataset {dataset!r}")
+        return
+
+    def describe(p: dict[str, Any]) -> str:
+        if p["protocol"] is not None:
+            return summary(p["protocol"]).removeprefix("protocol: ")
+        return "no protocol recorded (training runs, or evaluations whose config could not be read)"
+
+    typer.echo(f"protocol {chosen['fingerprint'] or 'none'}: {describe(chosen)}")
+    typer.echo(format_leaderboard(rows))
+    if others:
+        typer.echo(f"\nother protocols for {dataset} {metric} (select one with --protocol FINGERPRINT):")
+        for p in others:
+            count = f"{p['models']} model{'s' if p['models'] != 1 else ''}"
+            typer.echo(f"  {p['fingerprint'] or 'none'} ({count}): {describe(p)}")
 
 
 def _name_value(item: str, what: str) -> tuple[str, str]:
@@ -304,6 +330,9 @@ def audit_command(
     data_dir: Annotated[Path | None, typer.Option(help="Where on-disk datasets live.")] = None,
     size: Annotated[int, typer.Option(help="Image size for a folder of images.")] = 224,
     n: Annotated[int | None, typer.Option(help="Number of test samples.")] = None,
+    eps: Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")] = None,
+    step_size: Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")] = None,
+    k: Annotated[int | None, typer.Option(help="IFIA top-k size.")] = None,
     metrics: Annotated[str | None, typer.Option(help="Extra metrics: 'all' or comma-separated names.")] = None,
     config: Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")] = None,
     sets: SetOption = None,
@@ -322,12 +351,13 @@ def audit_command(
         load_weights(net, weights)
     net.eval()  # a factory returns a module in train mode; the audit evaluates it in eval mode
     cfg = None
-    if config is not None or sets or n is not None or metrics is not None:
-        cfg = eval_defaults(data if "/" not in data else None)
+    if config is not None or sets or any(v is not None for v in (n, eps, step_size, k, metrics)):
+        cfg = eval_defaults(None if Path(data).is_dir() else data)
         if config is not None:
             cfg = merge_yaml(cfg, config)
         cfg = apply_overrides(cfg, sets or [])
-        flags: dict[str, Any] = {"n": n}
+        flags: dict[str, Any] = {"n": n, "pgd": {"eps": eps, "step_size": step_size},
+                                 "ifia": {"eps": eps, "step_size": step_size, "k": k}}  # fmt: skip
         if metrics is not None:
             flags["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
         cfg = merge(cfg, _drop_none(flags))

@@ -12,8 +12,8 @@ attribution). Both are plain dataclasses:
 - ``apply_overrides(cfg, ["optim.lr=1e-3", "model.kwargs={width: 8}"])`` sets dotted paths, each value parsed by
   ``yaml.safe_load``.
 
-:data:`EVAL_PRESETS` holds the evaluation hyper-parameters of the RAR paper (Chen et al., NeurIPS 2019,
-appendix C.1) per dataset; :func:`eval_defaults` resolves them.
+:class:`EvalConfig` has no budget of its own (``eps``, ``step_size``, ``k`` are None): a dataset's defaults come
+from its paper preset, see :func:`attrobust.experiments.protocol.eval_defaults`.
 """
 
 from __future__ import annotations
@@ -195,10 +195,11 @@ class TrainConfig:
 
 @dataclass
 class PGDEvalConfig:
-    """PGD l_inf attack on the prediction (random start, CE loss); budgets in pixel units."""
+    """PGD l_inf attack on the prediction (random start, CE loss); budgets in pixel units. ``eps`` and
+    ``step_size`` have no default (None): they come from the dataset's preset or must be given."""
 
-    eps: float = 0.3
-    step_size: float = 0.01
+    eps: float | None = None
+    step_size: float | None = None
     steps: int = 100
     random_start: bool = True
 
@@ -216,13 +217,14 @@ class IFIAEvalConfig:
     every run from a uniform point of the eps ball instead of the clean image (Ghorbani et al. start from the
     clean image; restarts after the first always start randomly). From the clean image the top-k objective can
     have a zero gradient: IG with a black baseline is zero on black pixels, ``|.|`` has zero slope there, and a
-    digit with at most ``k`` lit pixels keeps all its map mass inside the top-k, so the attack never moves."""
+    digit with at most ``k`` lit pixels keeps all its map mass inside the top-k, so the attack never moves.
+    ``k``, ``eps`` and ``step_size`` have no default (None): they come from the dataset's preset or must be given."""
 
     attribution: str = "ig"
     dissimilarity: str = "topk"
-    k: int = 200
-    eps: float = 0.3
-    step_size: float = 0.01
+    k: int | None = None
+    eps: float | None = None
+    step_size: float | None = None
     steps: int = 100
     beta: float | None = 1.0
     ig_steps: int = 100
@@ -273,8 +275,9 @@ class EvalConfig:
     """An evaluation: ``n`` test samples (``sample="first"``: the first n, as the papers' code; ``"seeded"``: a
     random n drawn with ``seed``; ``n=None``: the whole split), natural accuracy, PGD accuracy and IFIA
     top-k/Kendall on the correctly classified ones. ``dataset=None`` uses the checkpoint's training dataset.
-    The defaults are the RAR paper's MNIST setting (see :data:`EVAL_PRESETS`). ``metrics`` adds metrics of the
-    suite by name (``["all"]``: every one that applies), set up by ``suite``."""
+    The class itself states no attack budget; :func:`attrobust.experiments.protocol.eval_defaults` gives a
+    dataset's paper protocol. ``metrics`` adds metrics of the suite by name (``["all"]``: every one that
+    applies), set up by ``suite``."""
 
     n: int | None = 100
     sample: Literal["first", "seeded"] = "first"
@@ -297,26 +300,6 @@ class EvalConfig:
         _nested(self, "suite", SuiteConfig)
         _check_min(self.n, "n", 1)
         _check_min(self.batch_size, "batch_size", 1)
-
-
-# Evaluation hyper-parameters of the RAR paper (appendix C.1.1 MNIST, C.1.2 Fashion-MNIST): PGD with random
-# start, 100 steps of 0.01; IFIA top-k with IG (100 path points), 100 iterations of 0.01, best of 3 runs by
-# Kendall's tau; the first test examples (correctly classified ones only for IFIA).
-EVAL_PRESETS: dict[str, dict[str, Any]] = {
-    "mnist": {
-        "pgd": {"eps": 0.3, "step_size": 0.01, "steps": 100, "random_start": True},
-        "ifia": {"k": 200, "eps": 0.3, "step_size": 0.01, "steps": 100, "restarts": 3, "ig_steps": 100},
-    },
-    "fashion_mnist": {
-        "pgd": {"eps": 0.1, "step_size": 0.01, "steps": 100, "random_start": True},
-        "ifia": {"k": 100, "eps": 0.1, "step_size": 0.01, "steps": 100, "restarts": 3, "ig_steps": 100},
-    },
-}
-
-
-def eval_defaults(dataset: str | None) -> EvalConfig:
-    """The paper's evaluation setting for ``dataset`` (:data:`EVAL_PRESETS`), else the MNIST-like defaults."""
-    return from_dict(EvalConfig, copy.deepcopy(EVAL_PRESETS.get(dataset or "", {})))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ natural accuracy and PGD accuracy (l_inf, random start, CE) are measured on all 
 the label has "no valid perturbation": it counts as similarity 1 in the table figure (what the papers' code did)
 and is also reported separately, with the mean over the valid samples only.
 
+Before the work, the evaluation checks that its budget is set (a dataset without a paper preset has none), prints
+its protocol and fingerprint (:mod:`.protocol`) and picks a results file that holds no other protocol's results;
+both are stored in the results. The attacks are seeded per batch, so ``batch_size`` is part of the protocol.
+
 Tensor contract: images float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, the model returns logits
 ``(N, K)``; every budget is in pixel units.
 """
@@ -17,6 +21,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from .. import data as data_lib
 from .. import models as models_lib
 from ..data import ImageDataset
 from . import distributed, suite
+from . import protocol as protocol_lib
 from .config import EvalConfig, to_dict
 from .train import derive_seed
 
@@ -77,16 +83,46 @@ def summarize(values: torch.Tensor, valid: torch.Tensor) -> dict[str, float | No
 
 
 def _resolve_dataset(config: EvalConfig, train_config: dict[str, Any] | None) -> ImageDataset:
-    train_data = (train_config or {}).get("data") or {}
-    name = config.dataset or train_data.get("name")
-    if not name:
+    data = protocol_lib.data_identity(config, (train_config or {}).get("data"))
+    if not data["name"]:
         raise ValueError(
             "dataset: expected EvalConfig.dataset (or a checkpoint carrying its training config), got none"
         )
-    same = name == train_data.get("name")
+    train_data = (train_config or {}).get("data") or {}
+    same = data["name"] == train_data.get("name")
     data_dir = config.data_dir or (train_data.get("data_dir") if same else None)
-    kwargs = dict(train_data.get("kwargs") or {}) if same else {}
-    return data_lib.load(name, config.split, data_dir, **kwargs)
+    return data_lib.load(data["name"], config.split, data_dir, **data["kwargs"])
+
+
+def _protocol_config(
+    config: EvalConfig | None, train_config: dict[str, Any] | None, dataset: ImageDataset | None
+) -> tuple[EvalConfig, dict[str, Any]]:
+    """The evaluation config (``config``, else the data's paper protocol) with its budget checked, and the
+    identity of its data (:func:`.protocol.data_identity`; a dataset object by its name and size)."""
+    train_data = (train_config or {}).get("data")
+    data = protocol_lib.data_identity(config or EvalConfig(), train_data)
+    if dataset is not None:
+        data = {"name": dataset.name, "split": (config or EvalConfig()).split, "kwargs": {}, "size": len(dataset)}
+    if config is None:
+        config = protocol_lib.eval_defaults(data["name"])
+    suite.check_names(list(config.metrics))
+    protocol_lib.check_budget(config, data["name"], config.metrics)
+    return config, data
+
+
+def _announce(
+    config: EvalConfig, data: dict[str, Any], out: str | Path | None, say: Callable[[str], None] | None, main: bool
+) -> tuple[dict[str, Any], str, Path | None]:
+    """The protocol, its fingerprint and the results file (on the main process, one that holds no other
+    protocol's results); ``say`` prints the protocol and the file before the work."""
+    protocol = protocol_lib.describe(config, data)
+    fingerprint = protocol_lib.fingerprint(protocol)
+    path = None if out is None else protocol_lib.results_path(out, fingerprint) if main else Path(out)
+    if say is not None:
+        say("\n  ".join(protocol_lib.lines(protocol, fingerprint)))
+        if path is not None:
+            say(f"results -> {path}")
+    return protocol, fingerprint, path
 
 
 def _batches(n: int, size: int) -> list[slice]:
@@ -112,34 +148,38 @@ def evaluate(
     progress: bool = True,
     out: str | Path | None = None,
     db: str | Path | bool | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model: natural accuracy, PGD accuracy and IFIA top-k intersection / Kendall.
 
     Args:
         model_or_checkpoint: a classifier (float ``(N, C, H, W)`` in [0, 1] -> logits ``(N, K)``) or the path of
             a checkpoint written by ``attrobust.models.save`` (its training config picks the dataset).
-        config: the evaluation (default ``EvalConfig()``: the RAR paper's MNIST setting).
+        config: the evaluation (default: the dataset's paper protocol, :func:`.protocol.eval_defaults`). A
+            budget (``eps``, ``step_size``, ``k``) left unset raises ``ValueError`` naming the keys and flags.
         dataset: evaluate on this dataset instead of loading ``config.dataset`` / the checkpoint's dataset.
-        progress: tqdm bars per phase.
+        progress: tqdm bars per phase; also prints the protocol when ``echo`` is None.
         out: where to write the JSON results; default ``results.json`` beside a checkpoint (nothing is written
-            for an in-memory model without ``out``).
+            for an in-memory model without ``out``). A file holding results of another protocol is never
+            replaced: the results then go to ``<stem>-<fingerprint>.json`` beside it (see
+            :func:`.protocol.results_path`).
         db: results database recording the result: a path, or None for ``$ATTROBUST_DB`` / ``attrobust.db``
             beside the checkpoint's run directory (see ``experiments.store``; an in-memory model is recorded
             only into an explicit database), or False for none.
+        echo: prints the protocol (and where the results go) before the work; None: ``print`` when
+            ``progress``, else nothing.
 
     Returns a dict with ``summary`` (``n``, ``natural_acc``, ``pgd_acc``, ``topk``, ``kendall``, ``no_valid``,
-    ``ifia`` statistics), ``per_example`` columns, ``timings`` (seconds), the resolved ``eval_config``, the
-    checkpoint's ``train_config``, the torch version and, when written, ``path`` (and ``db``: the database
-    ``path`` and ``run_id`` when recorded). The model's train/eval mode is restored afterwards (it is evaluated
-    in eval mode).
+    ``ifia`` statistics), ``per_example`` columns, ``timings`` (seconds), the resolved ``eval_config``, its
+    ``protocol`` and ``protocol_fingerprint``, the checkpoint's ``train_config``, the torch version and, when
+    written, ``path`` (and ``db``: the database ``path`` and ``run_id`` when recorded). The model's train/eval
+    mode is restored afterwards (it is evaluated in eval mode).
     """
-    config = config or EvalConfig()
-    suite.check_names(list(config.metrics))
     t_start = time.perf_counter()
     checkpoint, train_config, sha = None, None, None
     if isinstance(model_or_checkpoint, str | Path):
         checkpoint = Path(model_or_checkpoint)
-        model, info = models_lib.load(checkpoint, map_location=config.device)
+        model, info = models_lib.load(checkpoint, map_location=config.device if config else "cpu")
         train_config = info.get("config")
         sha = file_sha256(checkpoint)
         if out is None:
@@ -150,6 +190,7 @@ def evaluate(
         raise ValueError(
             f"model_or_checkpoint: expected an nn.Module or a checkpoint path, got {type(model_or_checkpoint).__name__}"
         )
+    config, data = _protocol_config(config, train_config, dataset)
     ds = dataset if dataset is not None else _resolve_dataset(config, train_config)
     idx = select_indices(len(ds), config)
     x_all, y_all = ds.images[idx], ds.labels[idx]
@@ -161,6 +202,8 @@ def evaluate(
     mine = [b for b in range(len(slices)) if b % ctx.world == ctx.rank]
     boxes_all = ds.boxes[idx] if getattr(ds, "boxes", None) is not None else None
     metric_names, metric_notes = suite.resolve(list(config.metrics), config, boxes_all is not None)
+    say = echo if echo is not None else (print if progress else None)
+    protocol, fingerprint, out = _announce(config, data, out, say if ctx.main else None, ctx.main)
 
     was_training = model.training
     model.eval()
@@ -221,6 +264,8 @@ def evaluate(
         "checkpoint_sha256": sha,
         "dataset": {"name": ds.name, "split": config.split, "size": len(ds)},
         "eval_config": to_dict(config),
+        "protocol": protocol,
+        "protocol_fingerprint": fingerprint,
         "train_config": train_config,
         "summary": summary,
         "per_example": {

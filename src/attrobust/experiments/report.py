@@ -3,11 +3,11 @@
 :func:`write_report` reads the JSON results written by :func:`attrobust.experiments.evaluate.evaluate` (or the
 dicts it returns) and writes into ``out_dir``:
 
-- ``report.html``: the papers' table (natural acc, PGD acc, top-k, Kendall, no-valid; with ``published``
-  numbers: ours | paper | difference), IFIA statistics, figures and saliency-map grids, every figure embedded as a
-  ``data:image/png;base64`` URI. The page has no script and no external resource (a Content-Security-Policy
-  meta tag forbids loading any); every piece of text is HTML-escaped; the configurations and run metadata sit in
-  a collapsible ``<details>``.
+- ``report.html``: the papers' table (natural acc, PGD acc, top-k, Kendall, no-valid; with ``published`` numbers:
+  ours | paper | difference; one table per evaluation protocol, each under the line stating it), IFIA statistics,
+  figures and saliency-map grids, every figure embedded as a ``data:image/png;base64`` URI. The page has no script
+  and no external resource (a Content-Security-Policy meta tag forbids loading any); every piece of text is
+  HTML-escaped; the configurations and run metadata sit in a collapsible ``<details>``.
 - ``report.md``: the same tables, with relative links to the figures, which are written beside it as PNG files
   (``report_<figure>.png``).
 
@@ -59,6 +59,7 @@ from .. import models as models_lib
 from .._checks import check_int
 from ..attacks.attribution import _attribution_fn
 from ..metrics import saliency_map
+from . import protocol as protocol_lib
 from .config import EvalConfig, from_dict
 from .evaluate import TABLE_COLUMNS, _resolve_dataset, file_sha256, select_indices, table_row
 from .train import derive_seed
@@ -268,22 +269,19 @@ def ifia_table(named: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[
     return (header, rows) if rows else None
 
 
-def protocol_line(eval_config: Mapping[str, Any] | None) -> str | None:
-    """One line describing the PGD and IFIA settings of a stored evaluation config (None if unreadable)."""
-    try:
-        cfg = from_dict(EvalConfig, dict(eval_config or {}))
-    except (ValueError, TypeError):
-        return None
-    i, p = cfg.ifia, cfg.pgd
-    parts = [f"{cfg.n if cfg.n is not None else 'all'} {cfg.split} samples ({cfg.sample}, seed {cfg.seed})"]
-    if not cfg.skip_pgd:
-        parts.append(f"PGD-{p.steps} l_inf eps={p.eps:g} step {p.step_size:g}")
-    if not cfg.skip_ifia:
-        parts.append(
-            f"IFIA {i.dissimilarity} on {i.attribution} (k={i.k}, eps={i.eps:g}, {i.steps} steps of {i.step_size:g}, "
-            f"{i.ig_steps} IG points, beta={i.beta}, {i.restarts} restart(s), select by {i.select_by})"
-        )
-    return "; ".join(parts)
+def protocol_tables(
+    named: Mapping[str, Mapping[str, Any]], published: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+    """The papers' table once per evaluation protocol, each with the line stating its protocol: results of
+    different protocols never share a table. ``published`` rows go with their model's protocol (rows of models
+    without results go with the first)."""
+    pub = dict(published or {})
+    out = []
+    for i, (fp, protocol, names) in enumerate(protocol_lib.group(named)):
+        mine = {n: v for n, v in pub.items() if n in names or (i == 0 and n not in named)}
+        line = protocol_lib.summary(protocol, fp) if protocol else "protocol unknown (no readable evaluation config)"
+        out.append((line, results_table({n: named[n] for n in names}, mine or None)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -802,10 +800,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _render_html(
     title: str,
-    table: tuple[list[str], list[list[str]]],
-    grouped: bool,
+    tables: list[tuple[str, tuple[list[str], list[list[str]]]]],
     stats: tuple[list[str], list[list[str]]] | None,
-    protocols: dict[str, str],
     figures: list[Section],
     grids: list[Section],
     notes: list[str],
@@ -826,9 +822,10 @@ def _render_html(
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">attrobust {_e(meta["report"]["attrobust"])}, created {_e(meta["report"]["created"])}</p>',
         "<h2>Results</h2>",
-        _html_table(*table, grouped=grouped),
     ]
-    parts += [f'<p class="protocol"><b>{_e(name)}</b>: {_e(line)}</p>' for name, line in protocols.items()]
+    for line, (header, rows) in tables:
+        parts.append(f'<p class="protocol"><b>Protocol</b> {_e(line)}</p>')
+        parts.append(_html_table(header, rows, grouped=len(header) > len(TABLE_COLUMNS)))
     if stats is not None:
         parts += ["<h2>IFIA statistics</h2>", _html_table(*stats)]
 
@@ -858,15 +855,15 @@ def _render_html(
 
 def _render_md(
     title: str,
-    table: tuple[list[str], list[list[str]]],
+    tables: list[tuple[str, tuple[list[str], list[list[str]]]]],
     stats: tuple[list[str], list[list[str]]] | None,
-    protocols: dict[str, str],
     images: list[tuple[Section, str]],
     notes: list[str],
     meta: dict[str, Any],
 ) -> str:
-    parts = [f"# {_md_cell(title)}", "", "## Results", "", _md_table(*table), ""]
-    parts += [f"- **{_md_cell(name)}**: {_md_cell(line)}" for name, line in protocols.items()]
+    parts = [f"# {_md_cell(title)}", "", "## Results", ""]
+    for line, table in tables:
+        parts += [f"**Protocol** {_md_cell(line)}", "", _md_table(*table), ""]
     if stats is not None:
         parts += ["", "## IFIA statistics", "", _md_table(*stats)]
     if images:
@@ -929,9 +926,9 @@ def write_report(
             raise ValueError(f"models: expected names of the results ({', '.join(map(repr, named))}), got {name!r}")
         if not Path(ckpt).is_file():
             raise FileNotFoundError(f"models[{name!r}]: checkpoint not found: {ckpt}")
-    table = results_table(named, published)
+    _check_published(published)
+    tables = protocol_tables(named, published)
     stats = ifia_table(named)
-    protocols = {name: line for name, res in named.items() if (line := protocol_line(res.get("eval_config")))}
     figures, notes = build_figures(named)
     grids, grid_notes = build_saliency_sections(
         named, models, n_examples=n_examples, ifia_overrides=ifia_overrides, echo=echo
@@ -951,11 +948,8 @@ def write_report(
         (out / filename).write_bytes(sec.png)
         images.append((sec, filename))
     html_path, md_path = out / "report.html", out / "report.md"
-    grouped = len(table[0]) > len(TABLE_COLUMNS)
-    html_path.write_text(
-        _render_html(title, table, grouped, stats, protocols, figures, grids, notes, meta), encoding="utf-8"
-    )
-    md_path.write_text(_render_md(title, table, stats, protocols, images, notes, meta), encoding="utf-8")
+    html_path.write_text(_render_html(title, tables, stats, figures, grids, notes, meta), encoding="utf-8")
+    md_path.write_text(_render_md(title, tables, stats, images, notes, meta), encoding="utf-8")
     if echo:
         for note in notes:
             echo(f"left out: {note}")

@@ -10,16 +10,18 @@ into an explicit database (argument or variable).
 Schema (version :data:`SCHEMA_VERSION`, kept in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades older
 files in place):
 
-- ``runs``: one row per result. ``kind`` ('train' | 'evaluate'), ``name`` (the run directory's name),
-  ``created_at`` (UTC, ISO 8601), ``status`` ('completed' | 'stopped': a training interrupted on purpose),
-  ``dataset``, ``model``, ``objective`` (names from the training config), ``seed`` (the run's own seed: the
-  training seed of a train run, the sampling/attack seed of an evaluation), ``config`` (JSON: the
-  ``TrainConfig`` of a train run; ``{"eval": EvalConfig, "train": TrainConfig of the checkpoint}`` of an
-  evaluation), ``code_version`` (package version), ``git_commit`` and ``git_dirty`` (when the package runs
-  from a git checkout, else NULL), ``machine`` (JSON: platform, python, torch, cpu count, torch threads, host,
-  CUDA device), ``duration_s`` (training time of this call / total evaluation time), ``checkpoint`` and
-  ``checkpoint_sha256``, ``results_path`` (the evaluation's JSON file) and ``extra`` (JSON: the training
-  history, or the evaluation's timings and dataset split).
+- ``runs``: one row per result. ``kind`` ('train' | 'evaluate'), ``name`` (the run directory's name), ``created_at``
+  (UTC, ISO 8601), ``status`` ('completed' | 'stopped': a training interrupted on purpose), ``dataset``, ``model``,
+  ``objective`` (names from the training config), ``seed`` (the run's own seed: the training seed of a train run,
+  the sampling/attack seed of an evaluation), ``config`` (JSON: the ``TrainConfig`` of a train run; ``{"eval":
+  EvalConfig, "train": TrainConfig of the checkpoint, "protocol": its protocol description}`` of an evaluation),
+  ``code_version`` (package version), ``git_commit`` and ``git_dirty`` (when the package runs from a git checkout,
+  else NULL), ``machine`` (JSON: platform, python, torch, cpu count, torch threads, host, CUDA device),
+  ``duration_s`` (training time of this call / total evaluation time), ``checkpoint`` and ``checkpoint_sha256``,
+  ``results_path`` (the evaluation's JSON file) and ``extra`` (JSON: the training history, or the evaluation's
+  timings and dataset split), ``protocol`` (the evaluation's protocol fingerprint, :mod:`.protocol`; NULL for a
+  training run. Version 2 added it and recomputed it for the evaluations recorded before). The leaderboard ranks
+  within one protocol.
 - ``metrics(run_id, name, value)``: the numeric summaries, nested keys joined with dots. An evaluation stores
   its ``summary`` (``natural_acc``, ``pgd_acc``, ``topk``, ``kendall``, ``no_valid``, ``n``,
   ``ifia.topk.median``, ``ifia.kendall.valid_mean``, ...) and ``timings.<phase>``; a training run
@@ -52,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._checks import check_choice, check_int
+from . import protocol as protocol_lib
 from .config import TrainConfig, to_dict
 from .evaluate import file_sha256
 
@@ -64,6 +67,7 @@ KINDS = ("train", "evaluate")
 STATUSES = ("completed", "stopped")
 
 # One tuple of statements per schema version; version v is reached by running MIGRATIONS[v - 1] on version v - 1.
+# A statement that is a name of :data:`_PY_MIGRATIONS` runs that Python step instead of SQL.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE runs (
@@ -103,8 +107,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, name, example)
         ) WITHOUT ROWID""",
     ),
+    (
+        "ALTER TABLE runs ADD COLUMN protocol TEXT",
+        "CREATE INDEX runs_by_protocol ON runs (dataset, protocol)",
+        "backfill_protocols",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _backfill_protocols(conn: sqlite3.Connection) -> None:
+    """Version 2: the protocol of every evaluation recorded before fingerprints, recomputed from its stored
+    evaluation config, training config and dataset (left NULL when they cannot be read)."""
+    rows = conn.execute("SELECT id, config, extra FROM runs WHERE kind = 'evaluate' AND protocol IS NULL").fetchall()
+    for run_id, config, extra in rows:
+        cfg, more = json.loads(config), json.loads(extra) if extra else {}
+        found = protocol_lib.of_results({"eval_config": cfg.get("eval"), "train_config": cfg.get("train"),
+                                         "dataset": (more or {}).get("dataset")})  # fmt: skip
+        if found is not None:
+            cfg["protocol"] = found[0]
+            conn.execute("UPDATE runs SET protocol = ?, config = ? WHERE id = ?",
+                         (found[1], json.dumps(cfg, allow_nan=False, default=str), run_id))  # fmt: skip
+
+
+_PY_MIGRATIONS: dict[str, Callable[[sqlite3.Connection], None]] = {"backfill_protocols": _backfill_protocols}
 
 # friendly leaderboard names -> stored metric names (any stored name is accepted as well)
 METRIC_ALIASES: dict[str, str] = {
@@ -123,6 +149,7 @@ METRIC_ALIASES: dict[str, str] = {
 _RUN_COLUMNS = (
     "id", "kind", "name", "created_at", "status", "dataset", "model", "objective", "seed", "config", "code_version",
     "git_commit", "git_dirty", "machine", "duration_s", "checkpoint", "checkpoint_sha256", "results_path", "extra",
+    "protocol",
 )  # fmt: skip
 _JSON_COLUMNS = ("config", "machine", "extra")
 
@@ -329,7 +356,10 @@ class Store:
                 )
             for statements in MIGRATIONS[version:]:
                 for statement in statements:
-                    conn.execute(statement)
+                    if statement in _PY_MIGRATIONS:
+                        _PY_MIGRATIONS[statement](conn)
+                    else:
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _insert(
@@ -413,12 +443,15 @@ class Store:
         if name is None:
             name = Path(checkpoint).parent.name if checkpoint else train_cfg.get("name")
         dataset = results.get("dataset") or {}
+        found = protocol_lib.of_results(results)
         row = {
             "kind": "evaluate", "name": name or None, "status": "completed",
             "dataset": dataset.get("name") or eval_cfg.get("dataset") or (train_cfg.get("data") or {}).get("name"),
             "model": (train_cfg.get("model") or {}).get("name"),
             "objective": (train_cfg.get("objective") or {}).get("name"), "seed": eval_cfg.get("seed"),
-            "config": {"eval": eval_cfg, "train": results.get("train_config")},
+            "config": {"eval": eval_cfg, "train": results.get("train_config"),
+                       "protocol": found[0] if found else None},
+            "protocol": found[1] if found else None,
             "duration_s": _number((results.get("timings") or {}).get("total"), "timings.total"),
             "checkpoint": checkpoint, "checkpoint_sha256": results.get("checkpoint_sha256"),
             "results_path": results.get("path"),
@@ -506,16 +539,60 @@ class Store:
         available = sorted(set(METRIC_ALIASES) | set(stored))
         raise ValueError(f"metric: expected one of {', '.join(available)}, got {metric!r}")
 
+    def protocols(self, dataset: str, metric: str = "topk") -> list[dict[str, Any]]:
+        """The protocols of ``dataset``'s completed runs that measured ``metric``, most models first (then the
+        most recent): dicts of ``fingerprint`` (None for training runs and evaluations whose protocol is
+        unknown), ``models``, ``runs``, ``newest`` (its latest run id) and ``protocol`` (the description stored
+        with that run, or None)."""
+        stored = self.resolve_metric(metric)
+        sql = """
+            SELECT r.protocol, COUNT(DISTINCT r.kind || ':' || COALESCE(r.checkpoint_sha256, r.name, r.id)),
+                   COUNT(*), MAX(r.id)
+            FROM runs r JOIN metrics m ON m.run_id = r.id AND m.name = ?
+            WHERE r.dataset = ? AND r.status = 'completed'
+            GROUP BY r.protocol ORDER BY 2 DESC, 4 DESC"""
+        out = []
+        for fp, models, runs, newest in self._conn.execute(sql, (stored, dataset)).fetchall():
+            config = json.loads(self._conn.execute("SELECT config FROM runs WHERE id = ?", (newest,)).fetchone()[0])
+            described = config.get("protocol") if isinstance(config, dict) and "eval" in config else None
+            out.append({"fingerprint": fp, "models": models, "runs": runs, "newest": newest, "protocol": described})
+        return out
+
+    def select_protocol(self, dataset: str, metric: str = "topk", protocol: str | None = None) -> dict[str, Any] | None:
+        """One entry of :meth:`protocols`: the one whose fingerprint starts with ``protocol`` (``"none"``: the
+        runs without one), or, when ``protocol`` is None, the first (most models). None when nothing measured
+        ``metric``; an unknown or ambiguous ``protocol`` raises ``ValueError`` listing the fingerprints."""
+        available = self.protocols(dataset, metric)
+        if not available or protocol is None:
+            return available[0] if available else None
+        found = [p for p in available if (p["fingerprint"] or "none").startswith(protocol.strip().lower())]
+        if len(found) != 1:
+            names = ", ".join(p["fingerprint"] or "none" for p in available)
+            what = "ambiguous" if found else "unknown"
+            raise ValueError(f"protocol: {what} {protocol!r} for {dataset} {metric}; expected one of: {names}")
+        return found[0]
+
     def leaderboard(
-        self, dataset: str, metric: str = "topk", descending: bool = True, limit: int | None = None
+        self,
+        dataset: str,
+        metric: str = "topk",
+        descending: bool = True,
+        limit: int | None = None,
+        protocol: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Models of ``dataset`` ranked by ``metric``: one row per model (checkpoint sha256, else run name) and
-        kind, from its most recent completed run that measured the metric.
+        """Models of ``dataset`` ranked by ``metric`` within one evaluation protocol: one row per model
+        (checkpoint sha256, else run name) and kind, from its most recent completed run of that protocol that
+        measured the metric. ``protocol`` is a fingerprint or a unique prefix of one (see
+        :meth:`select_protocol`; default: the protocol with the most models). Results of different protocols are
+        never ranked together.
 
         Rows: ``rank``, ``run_id``, ``kind``, ``name``, ``model``, ``objective``, ``train_seed`` (the model's
         training seed), ``metric`` (the stored name), ``value``, ``n`` (evaluated samples, if recorded),
-        ``created_at``, ``checkpoint_sha256``. Ties keep the newer run first.
+        ``created_at``, ``checkpoint_sha256``, ``protocol`` (the fingerprint). Ties keep the newer run first.
         """
+        chosen = self.select_protocol(dataset, metric, protocol)
+        if chosen is None:
+            return []
         stored = self.resolve_metric(metric)
         order = "DESC" if descending else "ASC"
         sql = f"""
@@ -526,20 +603,20 @@ class Store:
                     PARTITION BY r.kind, COALESCE(r.checkpoint_sha256, r.name, r.id)
                     ORDER BY r.id DESC) AS newest
                 FROM runs r JOIN metrics m ON m.run_id = r.id AND m.name = ?
-                WHERE r.dataset = ? AND r.status = 'completed'
+                WHERE r.dataset = ? AND r.status = 'completed' AND r.protocol IS ?
             ) b
             WHERE b.newest = 1 ORDER BY b.value {order}, b.id DESC"""
         if limit is not None:
             sql += f" LIMIT {check_int(limit, 'limit', 1)}"
         out = []
-        for rank, r in enumerate(self._conn.execute(sql, (stored, dataset)), start=1):
+        for rank, r in enumerate(self._conn.execute(sql, (stored, dataset, chosen["fingerprint"])), start=1):
             run_id, kind, name, model, objective, config, value, created, sha, n = r
             cfg = json.loads(config)
             seed = cfg.get("seed") if kind == "train" else (cfg.get("train") or {}).get("seed")
             out.append({
                 "rank": rank, "run_id": run_id, "kind": kind, "name": name, "model": model, "objective": objective,
                 "train_seed": seed, "metric": stored, "value": value, "n": None if n is None else int(n),
-                "created_at": created, "checkpoint_sha256": sha,
+                "created_at": created, "checkpoint_sha256": sha, "protocol": chosen["fingerprint"],
             })  # fmt: skip
         return out
 
