@@ -107,3 +107,28 @@ def test_deletion_insertion_and_road_refuse_non_finite_fills(tiny_cnn):
             fn(tiny_cnn, x, y, maps, baseline=torch.zeros(3, 1, 8, 8))
     with pytest.raises(ValueError, match=r"value: expected a finite number"):
         road(tiny_cnn, x, y, maps, imputation="constant", value=NAN)
+
+
+def test_eval_config_refuses_nan_and_noise_only_pgd() -> None:
+    """NaN slipped through the `>= minimum` checks (`nan < x` is False); PGD with step 0 measures noise only."""
+    from attrobust.experiments.config import EvalConfig
+
+    with pytest.raises(ValueError, match="ifia.eps: expected"):
+        EvalConfig(ifia={"eps": float("nan"), "k": 4, "step_size": 0.01})
+    with pytest.raises(ValueError, match="pgd.eps: expected"):
+        EvalConfig(pgd={"eps": float("inf"), "step_size": 0.01})
+    with pytest.raises(ValueError, match="pgd.step_size: expected a value > 0"):
+        EvalConfig(pgd={"eps": 0.1, "step_size": 0.0})
+    EvalConfig(pgd={"eps": 0.0, "step_size": 0.0})  # no budget, no attack: clean accuracy, stated as eps 0
+
+
+def test_evaluate_refuses_in_memory_model_with_nonfinite_weights(tiny_cnn: torch.nn.Module) -> None:
+    from attrobust.data import ImageDataset
+    from attrobust.experiments import EvalConfig, evaluate
+
+    with torch.no_grad():
+        tiny_cnn[0].weight[0, 0, 0, 0] = float("nan")
+    ds = ImageDataset(torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64), classes=[str(i) for i in range(10)])
+    cfg = EvalConfig(n=4, pgd={"eps": 0.1, "step_size": 0.01, "steps": 1}, skip_ifia=True)
+    with pytest.raises(ValueError, match="model: expected finite weights"):
+        evaluate(tiny_cnn, cfg, dataset=ds, progress=False)

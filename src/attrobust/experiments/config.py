@@ -43,7 +43,7 @@ def _nested(obj: Any, name: str, cls: type) -> None:
 
 
 def _check_min(value: int | float | None, name: str, minimum: float) -> None:
-    if value is not None and value < minimum:
+    if value is not None and not value >= minimum:  # also refuses NaN
         raise ValueError(f"{name}: expected a value >= {minimum}, got {value!r}")
 
 
@@ -207,6 +207,8 @@ class PGDEvalConfig:
         _check_min(self.eps, "pgd.eps", 0)
         _check_min(self.step_size, "pgd.step_size", 0)
         _check_min(self.steps, "pgd.steps", 1)  # 0 steps would report accuracy at the start point as PGD accuracy
+        if self.step_size == 0 and self.eps:  # the random start alone: accuracy under noise, not under attack
+            raise ValueError(f"pgd.step_size: expected a value > 0 with pgd.eps {self.eps}, got 0")
 
 
 @dataclass
@@ -300,6 +302,7 @@ class EvalConfig:
         _nested(self, "suite", SuiteConfig)
         _check_min(self.n, "n", 1)
         _check_min(self.batch_size, "batch_size", 1)
+        check_finite_floats(self, "")
 
 
 # --------------------------------------------------------------------------------------------------------------

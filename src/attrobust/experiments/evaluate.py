@@ -186,6 +186,7 @@ def evaluate(
             out = checkpoint.parent / "results.json"
     elif isinstance(model_or_checkpoint, nn.Module):
         model = model_or_checkpoint
+        models_lib.check_finite_weights(model.state_dict(), "model")
     else:
         raise ValueError(
             f"model_or_checkpoint: expected an nn.Module or a checkpoint path, got {type(model_or_checkpoint).__name__}"
