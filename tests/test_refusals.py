@@ -113,11 +113,11 @@ def test_eval_config_refuses_nan_and_noise_only_pgd() -> None:
     """NaN slipped through the `>= minimum` checks (`nan < x` is False); PGD with step 0 measures noise only."""
     from attrobust.experiments.config import EvalConfig
 
-    with pytest.raises(ValueError, match="ifia.eps: expected"):
+    with pytest.raises(ValueError, match=r"ifia\.eps: expected"):
         EvalConfig(ifia={"eps": float("nan"), "k": 4, "step_size": 0.01})
-    with pytest.raises(ValueError, match="pgd.eps: expected"):
+    with pytest.raises(ValueError, match=r"pgd\.eps: expected"):
         EvalConfig(pgd={"eps": float("inf"), "step_size": 0.01})
-    with pytest.raises(ValueError, match="pgd.step_size: expected a value > 0"):
+    with pytest.raises(ValueError, match=r"pgd\.step_size: expected a value > 0"):
         EvalConfig(pgd={"eps": 0.1, "step_size": 0.0})
     EvalConfig(pgd={"eps": 0.0, "step_size": 0.0})  # no budget, no attack: clean accuracy, stated as eps 0
 
