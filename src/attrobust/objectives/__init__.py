@@ -6,7 +6,8 @@
 
 - on the prediction (:mod:`.adversarial`): ``natural``, ``pgd_at``, ``trades``, ``mart``;
 - on the attribution (:mod:`.attributional`): ``ig_norm``, ``ig_sum_norm``, ``art``, ``igr`` (and
-  ``pgd_at+igr``, ``trades+igr``, ``mart+igr``), ``adv_aat``, ``ssr``, ``input_gradient_reg``.
+  ``pgd_at+igr``, ``trades+igr``, ``mart+igr``), ``adv_aat``;
+- on the input gradient and curvature (:mod:`.curvature`): ``ssr``, ``input_gradient_reg``.
 
 Objectives never change ``model.training`` (the TRADES and MART inner attacks run in eval mode and restore it);
 those with an ``eps_warmup`` expose ``set_step(step)``, and those that train on an adversarial batch expose
@@ -15,16 +16,8 @@ those with an ``eps_warmup`` expose ``set_step(step)``, and those that train on 
 
 from ._base import OBJECTIVES, Objective, create
 from .adversarial import mart, natural, pgd_at, trades
-from .attributional import (
-    adv_aat,
-    art,
-    ig_norm,
-    ig_sum_norm,
-    igr,
-    input_gradient_reg,
-    input_hessian_top_eigenvalue,
-    ssr,
-)
+from .attributional import adv_aat, art, ig_norm, ig_sum_norm, igr
+from .curvature import input_gradient_reg, input_hessian_top_eigenvalue, ssr
 
 __all__ = [
     "OBJECTIVES",
