@@ -182,3 +182,21 @@ def test_public_functions_warn_once_and_only_on_train_mode_layers():
         saliency(models.create("small_cnn").train(), torch.rand(2, 1, 28, 28), y)  # nothing to switch
         with models.eval_norm(model.train()):
             saliency(model, x, y)  # the caller made it explicit
+
+
+def test_checkpointed_ig_recomputes_per_example_in_the_backward_pass():
+    """``checkpoint=True`` recomputes each chunk during the caller's backward pass, after the attribution's block
+    has closed: the recomputation must be per example too (same gradients, no buffer written)."""
+    grads = {}
+    for checkpoint in (False, True):
+        torch.manual_seed(0)
+        model = trained_stats(models.create("wrn", in_channels=3, input_size=8, depth=10, width=1)).double()
+        x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        before = buffers(model)
+        with models.eval_norm(model):
+            ig = integrated_gradients(model, x, torch.tensor([3, 5]), steps=4, create_graph=True, checkpoint=checkpoint)
+        ig.abs().sum().backward()
+        assert same_buffers(model, before) and model.training
+        grads[checkpoint] = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+    for a, b in zip(grads[False], grads[True], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

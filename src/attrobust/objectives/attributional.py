@@ -21,9 +21,18 @@ IG-SUM-NORM, IGR, AdvAAT) recomputes each point during the backward pass instead
 stays at one point's graph (``attributions.integrated_gradients(checkpoint=True)``) at the cost of that
 recomputation; the loss and gradients are the same.
 
-Per-example independence. Attributions of a batch are computed as the gradient of a sum, which presumes the
-model does not mix examples (no batch statistics): batch-norm networks should be trained in eval mode for these
-objectives or use group/layer norm.
+Batch norm. Attributions are per-example quantities, computed for a batch as the gradient of a sum. Train-mode
+batch norm breaks that: each IG path point (a batch) is normalised with its own statistics, so IG of a bias-free
+conv + BN net degenerates, and every attribution pass writes the running statistics. So every attribution or
+curvature term, and every inner search whose loss is only such a term (IG-NORM, ART), runs inside
+``attrobust.models.eval_norm`` (BatchNorm with its running statistics, dropout off, nothing written; other
+modules keep their mode), while the classification losses, including the CE part of the IG-SUM-NORM and AdvAAT
+inner searches (PGD-AT searches), keep the model's mode: train mode under the trainer, as the papers train.
+All-eval would never estimate the running statistics; all-train would not give the per-example terms the
+papers define (RAR's reference nets have no batch norm). Inner attacks of the bases follow their reference code:
+PGD-AT searches in the model's mode (Madry et al.'s ``cifar10_challenge`` attacks its ``mode='train'`` graph),
+TRADES and MART in eval mode (``model.eval()`` for the search). Models without norm/dropout layers (the MNIST
+nets) are untouched: their losses are bit-identical to the plain computation.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from ..attacks.pgd import pgd_loop, random_point
 from ..attributions import integrated_gradients
 from ..attributions._grad import gradient
 from ..attributions.gradients import IG_RULES
-from ..models import softplus
+from ..models import eval_norm, softplus
 from ._base import (
     OBJECTIVES,
     Objective,
@@ -141,6 +150,8 @@ def ig_norm(
     maximum over the ball is ``eps * ‖∇ℓ(x)‖_1`` (RAR Proposition 2: input-gradient regularisation with
     ``lam' = lam * eps``; see :func:`input_gradient_reg` with ``q=1``).
 
+    Modes: the CE follows the model's mode; the inner search (IG only) and the outer IG run in ``eval_norm``.
+
     Reduction: per-example CE and IG norms (summed over pixels), averaged over the batch. Logs: ``loss``,
     ``acc`` (clean), ``ce``, ``ig_norm``, ``eps``. ``eps_warmup``: linear budget ramp as in ``pgd_at``.
     Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
@@ -157,13 +168,15 @@ def ig_norm(
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         attr = attribution_model(model, softplus_beta)
         e = eps * warmup.fraction
-        x_adv = _inner(
-            lambda xa: _size(loss_ig(attr, x, xa, y, attack_ig_steps, ig_rule), size),
-            x, e, step_size * warmup.fraction, steps, random_start, generator,
-        )  # fmt: skip
+        with eval_norm(attr):
+            x_adv = _inner(
+                lambda xa: _size(loss_ig(attr, x, xa, y, attack_ig_steps, ig_rule), size),
+                x, e, step_size * warmup.fraction, steps, random_start, generator,
+            )  # fmt: skip
         logits = logits_of(model, x, y)
         ce = F.cross_entropy(logits, y)
-        reg = _size(loss_ig(attr, x, x_adv, y, ig_steps, ig_rule, ig_checkpoint), size).mean()
+        with eval_norm(attr):
+            reg = _size(loss_ig(attr, x, x_adv, y, ig_steps, ig_rule, ig_checkpoint), size).mean()
         loss = ce + lam * reg
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "ig_norm": float(reg.detach()), "eps": e}  # fmt: skip
@@ -199,6 +212,9 @@ def ig_sum_norm(
     sharpness of an optional smooth attribution copy is ``softplus_beta``. With ``beta=0`` the objective is
     PGD adversarial training with the same random start. ``size="sum"`` swaps the 1-norm for the plain sum.
 
+    Modes: the bracket's CE follows the model's mode, in the inner search too (PGD-AT's convention, so
+    ``beta=0`` is ``pgd_at`` on batch-norm nets as well); the IG term runs in ``eval_norm``.
+
     Reduction: per-example terms averaged over the batch. Logs: ``loss``, ``acc`` (on ``x*``), ``ce``,
     ``ig_norm``, ``eps``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
@@ -213,8 +229,10 @@ def ig_sum_norm(
                 checkpoint: bool = False):  # fmt: skip
         logits = logits_of(model, xa, y)
         ce = F.cross_entropy(logits, y, reduction="none")
-        reg = _size(loss_ig(attr, x, xa, y, m, ig_rule, checkpoint), size) if beta else torch.zeros_like(ce)
-        return ce, reg, logits
+        if not beta:
+            return ce, torch.zeros_like(ce), logits
+        with eval_norm(attr):
+            return ce, _size(loss_ig(attr, x, xa, y, m, ig_rule, checkpoint), size), logits
 
     def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
@@ -283,6 +301,9 @@ def art(
     (Algorithm 1, line 4) and takes ``steps`` signed steps of ``step_size``. Defaults: the paper's CIFAR-10
     setting (lam 0.5, beta 50, eps 8/255, 3 steps of 1.5/255).
 
+    Modes: the CE follows the model's mode (as the reference code); the inner search (``L_attr`` alone),
+    ``L_attr`` and ``i*`` run in ``eval_norm`` (the reference code used the statistics of its ``[x; x~]`` batch).
+
     Reduction: per-example terms averaged over the batch. Logs: ``loss``, ``acc`` (on ``x~``), ``ce``,
     ``attr`` (mean ``L_attr``), ``eps``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64
     ``(N,)``, at least 2 classes.
@@ -303,10 +324,16 @@ def art(
                 other = runner_up(logits_of(model, xa, y), y)
             return art_triplet(smooth, xa, y, other)
 
-        x_adv = _inner(inner_loss, x, e, step_size * warmup.fraction, steps, random_start, generator)
+        with eval_norm(model), eval_norm(smooth):
+            x_adv = _inner(inner_loss, x, e, step_size * warmup.fraction, steps, random_start, generator)
         logits = logits_of(model, x_adv, y)
         ce = F.cross_entropy(logits, y)
-        attr = art_triplet(smooth, x_adv, y, runner_up(logits, y)).mean()
+        with eval_norm(model) as switched, eval_norm(smooth):
+            per_example = logits
+            if switched:  # the CE's logits used batch statistics: i* comes from the per-example logits
+                with torch.no_grad():
+                    per_example = logits_of(model, x_adv, y)
+            attr = art_triplet(smooth, x_adv, y, runner_up(per_example, y)).mean()
         loss = ce + lam * attr
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "attr": float(attr.detach()), "eps": e}  # fmt: skip
@@ -343,6 +370,9 @@ def igr(base: str = "pgd_at", lam: float = 1.0, ig_steps: int = 10, softplus_bet
     Reduction: the cosine term is per example, averaged over the batch, and added to the base loss (itself a
     batch mean). Logs: the base's logs, with ``loss`` replaced by the total, plus ``base_loss`` and ``igr``
     (mean ``1 - cos``). Registered as ``igr`` and as ``pgd_at+igr``, ``trades+igr``, ``mart+igr``.
+
+    Modes: the base keeps its convention (``pgd_at`` searches in the model's mode, ``trades`` and ``mart`` in
+    eval mode); both IGs run in ``eval_norm``.
     Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
     lam = check_weight(lam, "igr lam")
@@ -358,7 +388,9 @@ def igr(base: str = "pgd_at", lam: float = 1.0, ig_steps: int = 10, softplus_bet
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         base_loss, logs, x_adv = base_adversarial(model, x, y, generator=generator)
-        ig_x, ig_adv = _paired_ig(attribution_model(model, softplus_beta), x, x_adv, y, ig_steps, ig_checkpoint)
+        attr = attribution_model(model, softplus_beta)
+        with eval_norm(attr):
+            ig_x, ig_adv = _paired_ig(attr, x, x_adv, y, ig_steps, ig_checkpoint)
         reg = (1.0 - F.cosine_similarity(ig_x, ig_adv, dim=1, eps=1e-12)).mean()
         loss = base_loss + lam * reg
         logs = {**logs, "loss": float(loss.detach()), "base_loss": float(base_loss.detach()),
@@ -422,6 +454,8 @@ def adv_aat(
     ``ig_steps`` points, both IGs carrying their graph. Defaults (lam 1, 10/5 IG points, the MNIST PGD budget)
     are this package's: the paper states none.
 
+    Modes: the CE follows the model's mode, in the inner search too (PGD-AT's); every IG runs in ``eval_norm``.
+
     Reduction: per-example terms averaged over the batch. Logs: ``loss``, ``acc`` (on ``x~``), ``ce``, ``pcl``,
     ``eps``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
@@ -438,17 +472,20 @@ def adv_aat(
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         attr = attribution_model(model, softplus_beta)
         e = eps * warmup.fraction
-        ig_clean = integrated_gradients(attr, x, y, steps=attack_ig_steps).flatten(1)
+        with eval_norm(attr):
+            ig_clean = integrated_gradients(attr, x, y, steps=attack_ig_steps).flatten(1)
 
         def inner_loss(xa: torch.Tensor) -> torch.Tensor:
             ce = F.cross_entropy(logits_of(model, xa, y), y, reduction="none")
-            ig_xa = integrated_gradients(attr, xa, y, steps=attack_ig_steps, create_graph=True).flatten(1)
+            with eval_norm(attr):
+                ig_xa = integrated_gradients(attr, xa, y, steps=attack_ig_steps, create_graph=True).flatten(1)
             return ce + lam * pearson_loss(ig_clean, ig_xa)
 
         x_adv = _inner(inner_loss, x, e, step_size * warmup.fraction, steps, random_start, generator)
         logits = logits_of(model, x_adv, y)
         ce = F.cross_entropy(logits, y)
-        pcl = pearson_loss(*_paired_ig(attr, x, x_adv, y, ig_steps, ig_checkpoint)).mean()
+        with eval_norm(attr):
+            pcl = pearson_loss(*_paired_ig(attr, x, x_adv, y, ig_steps, ig_checkpoint)).mean()
         loss = ce + lam * pcl
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "pcl": float(pcl.detach()), "eps": e}  # fmt: skip

@@ -4,7 +4,9 @@ input-gradient regularisation (double backpropagation).
 Every objective maps ``(model, x, y, *, generator=None)`` to ``(loss, logs)`` (see :mod:`attrobust.objectives`);
 ``x`` is float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``. Reductions and second derivatives as in
 :mod:`.attributional`: per-example terms averaged over the batch; ``softplus_beta`` computes the regularised
-quantity on a parameter-sharing Softplus(beta) copy of a ReLU model.
+quantity on a parameter-sharing Softplus(beta) copy of a ReLU model. The cross-entropy follows the model's mode;
+the gradient and curvature terms are computed per example inside ``attrobust.models.eval_norm`` (BatchNorm with
+its running statistics, dropout off, nothing written), for the reasons given in :mod:`.attributional`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 
 from .._checks import check_int
 from ..attributions._grad import grad_of, gradient
+from ..models import eval_norm
 from ._base import (
     OBJECTIVES,
     Objective,
@@ -70,7 +73,8 @@ def ssr(lam: float = 1.0, power_iters: int = 10, softplus_beta: float | None = N
     ``max_i ξ_i`` is the largest eigenvalue of the input Hessian of the per-example loss, estimated by
     :func:`input_hessian_top_eigenvalue` with ``power_iters`` Hessian-vector products from a random start drawn
     from the trainer's generator (on the model itself, where the Hessian is ``W (diag(p) - p p^T) W^T``, or on a
-    Softplus(``softplus_beta``) copy). The default ``lam`` is this package's; the source gives none.
+    Softplus(``softplus_beta``) copy). The default ``lam`` is this package's; the source gives none. Modes: the
+    CE follows the model's mode, the eigenvalue is per example (``eval_norm``, nothing written).
 
     Reduction: per-example CE and eigenvalues averaged over the batch. Logs: ``loss``, ``acc`` (clean), ``ce``,
     ``eigenvalue``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
@@ -84,8 +88,9 @@ def ssr(lam: float = 1.0, power_iters: int = 10, softplus_beta: float | None = N
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         logits = logits_of(model, x, y)
         ce = F.cross_entropy(logits, y)
-        eig = input_hessian_top_eigenvalue(attribution_model(model, softplus_beta), x, y, iters=power_iters,
-                                           generator=generator).mean()  # fmt: skip
+        attr = attribution_model(model, softplus_beta)
+        with eval_norm(attr):
+            eig = input_hessian_top_eigenvalue(attr, x, y, iters=power_iters, generator=generator).mean()
         loss = ce + lam * eig
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "eigenvalue": float(eig.detach())}  # fmt: skip
@@ -101,7 +106,8 @@ def input_gradient_reg(lam: float = 1.0, q: float = 2.0, softplus_beta: float | 
 
     The gradient is per example and keeps its graph (double backpropagation), on the model itself or on a
     Softplus(``softplus_beta``) copy. ``q=2`` is Ross & Doshi-Velez's squared 2-norm; ``q=1`` with ``lam = λ·eps`` is
-    what IG-NORM with one IG step reduces to (RAR Proposition 2). The default ``lam`` is this package's.
+    what IG-NORM with one IG step reduces to (RAR Proposition 2). The default ``lam`` is this package's. Modes:
+    the CE follows the model's mode, the gradient is per example (``eval_norm``, nothing written).
 
     Reduction: per-example CE and gradient norms (summed over pixels) averaged over the batch. Logs: ``loss``,
     ``acc`` (clean), ``ce``, ``grad_norm``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64
@@ -118,7 +124,9 @@ def input_gradient_reg(lam: float = 1.0, q: float = 2.0, softplus_beta: float | 
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         logits = logits_of(model, x, y)
         ce = F.cross_entropy(logits, y)
-        g = gradient(attribution_model(model, softplus_beta), x, y, create_graph=True, output="loss")
+        attr = attribution_model(model, softplus_beta)
+        with eval_norm(attr):
+            g = gradient(attr, x, y, create_graph=True, output="loss")
         reg = g.abs().pow(q).flatten(1).sum(1).mean()
         loss = ce + lam * reg
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
