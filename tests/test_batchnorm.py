@@ -200,3 +200,38 @@ def test_checkpointed_ig_recomputes_per_example_in_the_backward_pass():
         grads[checkpoint] = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
     for a, b in zip(grads[False], grads[True], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+# ---- metrics that compute attributions -----------------------------------------------------------------------
+
+
+def _metric_calls() -> dict:
+    from attrobust import metrics
+    from attrobust.metrics import bounds
+
+    x_adv = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    near = (torch.rand(2, 3, 3, 8, 8, generator=torch.Generator().manual_seed(8)) - 0.5) * 0.02
+    return {
+        "ris": lambda m, x, y: metrics.ris(m, x, y, "saliency", perturbations=(x + near).clamp(0, 1)),
+        "activation_consistency": lambda m, x, y: metrics.activation_consistency(m, x, x_adv),
+        "image_gradient_alignment": lambda m, x, y: metrics.image_gradient_alignment(m, x, y),
+        "spectral_norm": lambda m, x, y: bounds.attribution_spectral_norm(
+            m, x, y, attribution="integrated_gradients", ig_steps=3, iters=3, beta=5.0,
+            generator=torch.Generator().manual_seed(0)).xi_max,
+    }
+
+
+@pytest.mark.parametrize("name", ["ris", "activation_consistency", "image_gradient_alignment", "spectral_norm"])
+def test_metrics_on_a_train_mode_batch_norm_net_are_per_example_and_write_nothing(name):
+    """Stability metrics and bounds evaluate the model per example (that of the eval-mode net) and never write
+    its buffers or flags, whatever its mode."""
+    model = trained_stats(models.create("wrn", in_channels=3, input_size=8, depth=10, width=1, dropout=0.3))
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(6)) * 0.8 + 0.1
+    y = torch.tensor([2, 5, 7])
+    call = _metric_calls()[name]
+    before, modes = buffers(model), flags(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the train-mode warning of the metric itself
+        value = call(model, x, y)
+    assert same_buffers(model, before) and flags(model) == modes
+    torch.testing.assert_close(value, call(model.eval(), x, y), rtol=1e-4, atol=1e-6, equal_nan=True)
