@@ -45,6 +45,12 @@ def trained_stats(model: nn.Module, size: int = 8, seed: int = 0) -> nn.Module:
     return model
 
 
+def bn_model(name: str, **options: object) -> nn.Module:
+    """Registered net ``name`` on 8x8 RGB images, seeded, with trained running statistics, in train mode."""
+    torch.manual_seed(0)
+    return trained_stats(models.create(name, in_channels=3, input_size=8, **options))
+
+
 def mixed_net() -> nn.Module:
     """Every kind :func:`eval_norm` handles, plus modules it must leave alone."""
     return nn.Sequential(
@@ -131,7 +137,7 @@ def test_eval_norm_warns_on_batch_norm_without_running_statistics():
 
 def test_affine_prefix_fast_path_inside_eval_norm_is_exact():
     """BatchNorm2d counts as affine only in eval mode: inside the context the fast path applies, and is exact."""
-    model = trained_stats(models.create("resnet18", in_channels=3, input_size=8)).double()
+    model = bn_model("resnet18").double()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     y = torch.tensor([1, 7])
     prefix, _ = affine_split(model)
@@ -151,7 +157,7 @@ def test_train_mode_resnet18_ig_equals_eval_mode_ig():
     """The measured bug: IG of a train-mode ResNet-18 was about 3x input x gradient (each path point is a batch of
     its own, renormalised by train-mode batch norm, so every point gives nearly the same output) and wrote the
     running statistics. It now equals IG of the eval-mode model, satisfies completeness and writes nothing."""
-    model = trained_stats(models.create("resnet18", in_channels=3, input_size=8))
+    model = bn_model("resnet18")
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 4, 9])
     before = buffers(model)
@@ -169,7 +175,7 @@ def test_train_mode_resnet18_ig_equals_eval_mode_ig():
 
 
 def test_public_functions_warn_once_and_only_on_train_mode_layers():
-    model = trained_stats(models.create("wrn", in_channels=3, input_size=8, depth=10, width=1, dropout=0.3))
+    model = bn_model("wrn", depth=10, width=1, dropout=0.3)
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([1, 2])
     with pytest.warns(UserWarning, match=r"BatchNorm2d, Dropout layers in train mode.*model\.eval\(\)") as record:
@@ -189,8 +195,7 @@ def test_checkpointed_ig_recomputes_per_example_in_the_backward_pass():
     has closed: the recomputation must be per example too (same gradients, no buffer written)."""
     grads = {}
     for checkpoint in (False, True):
-        torch.manual_seed(0)
-        model = trained_stats(models.create("wrn", in_channels=3, input_size=8, depth=10, width=1)).double()
+        model = bn_model("wrn", depth=10, width=1).double()
         x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
         before = buffers(model)
         with models.eval_norm(model):
@@ -225,7 +230,7 @@ def _metric_calls() -> dict:
 def test_metrics_on_a_train_mode_batch_norm_net_are_per_example_and_write_nothing(name):
     """Stability metrics and bounds evaluate the model per example (that of the eval-mode net) and never write
     its buffers or flags, whatever its mode."""
-    model = trained_stats(models.create("wrn", in_channels=3, input_size=8, depth=10, width=1, dropout=0.3))
+    model = bn_model("wrn", depth=10, width=1, dropout=0.3)
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(6)) * 0.8 + 0.1
     y = torch.tensor([2, 5, 7])
     call = _metric_calls()[name]
