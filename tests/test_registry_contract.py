@@ -1,10 +1,13 @@
 """Every registered attribution and attack through the same contract: shape, finiteness, gradient flow,
-untouched model mode and flags. A newly registered method without an entry here fails the coverage test."""
+untouched model mode and flags; every attribution also through a batch-norm net in train mode (per example, no
+buffer written, one warning naming ``model.eval()``). A newly registered method without an entry here fails the
+coverage test."""
 
 import pytest
 import torch
 from torch import nn
 
+from attrobust import _checks
 from attrobust.attacks import ATTACKS
 from attrobust.attributions import ATTRIBUTIONS
 from attrobust.models import softplus
@@ -71,6 +74,53 @@ def test_attribution_contract(name):
     )
     assert grads[0] is not None and float(grads[0].abs().sum()) > 0
     assert any(g is not None and float(g.abs().sum()) > 0 for g in grads[1:])
+
+
+def gap_bn_cnn(seed: int = 0) -> nn.Module:
+    """:func:`gap_cnn` with batch norm (index 3, the layer of layer IG) and dropout, its running statistics
+    away from their initial values, in train mode."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 5),
+    )
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(8, 1, 8, 8) * 2)
+    return model
+
+
+def _fresh(options: dict) -> dict:
+    """The options with every generator replaced by a freshly seeded one (same draws on every call)."""
+    return {k: torch.Generator().manual_seed(0) if isinstance(v, torch.Generator) else v for k, v in options.items()}
+
+
+@pytest.mark.parametrize("name", sorted(ATTRIBUTION_OPTIONS))
+def test_attribution_contract_on_train_mode_batch_norm(name, monkeypatch):
+    """On a train-mode BN + dropout net every attribution is that of the eval-mode net, is per example (row 0 does
+    not move when rows 1.. change), writes no buffer, leaves every flag, and warns once naming model.eval()."""
+    monkeypatch.setattr(_checks, "_WARNED", set())
+    model = gap_bn_cnn()
+    x, y = _batch()
+    fn = ATTRIBUTIONS.get(name)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    with pytest.warns(UserWarning, match=r"model\.eval\(\)"):
+        a = fn(model, x, y, **_fresh(ATTRIBUTION_OPTIONS[name]))
+    other = torch.rand(x.shape, generator=torch.Generator().manual_seed(9))
+    a_mixed = fn(model, torch.cat([x[:1], other[1:]]), y, **_fresh(ATTRIBUTION_OPTIONS[name]))
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert [m.training for m in model.modules()] == modes
+    torch.testing.assert_close(a_mixed[:1], a[:1], rtol=1e-5, atol=1e-7)
+    a_eval = fn(model.eval(), x, y, **_fresh(ATTRIBUTION_OPTIONS[name]))
+    torch.testing.assert_close(a, a_eval, rtol=1e-5, atol=1e-7)
 
 
 def _x_adv(result):

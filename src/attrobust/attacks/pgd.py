@@ -25,17 +25,20 @@ StepCallback = Callable[[int, torch.Tensor], None]
 
 @contextmanager
 def model_mode(model: nn.Module | None, mode: str = "eval") -> Iterator[None]:
-    """Put ``model`` in ``mode`` (``"eval"``, ``"train"`` or ``"keep"``) and restore its previous mode after."""
+    """Put ``model`` in ``mode`` (``"eval"``, ``"train"`` or ``"keep"``) and restore afterwards the exact previous
+    ``training`` flag of every submodule (a model with some layers in eval mode, e.g. frozen batch norm, gets
+    them back as they were)."""
     check_choice(mode, "mode", MODES)
     if model is None or mode == "keep":
         yield
         return
-    was_training = model.training
+    flags = [(m, m.training) for m in model.modules()]
     model.train(mode == "train")
     try:
         yield
     finally:
-        model.train(was_training)
+        for m, flag in flags:
+            m.training = flag
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:

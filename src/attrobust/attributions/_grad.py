@@ -4,17 +4,55 @@ Every attribution, attack and objective that needs a gradient goes through :func
 model's per-example target outputs w.r.t. its input) or :func:`grad_of` (gradient of any scalar). Both decide in
 one spot whether the result keeps its graph (``create_graph=True``: differentiable w.r.t. the input and the
 parameters, as needed by IG-NORM, ART, IGR and every attribution attack) or is detached.
+
+:func:`per_example` wraps every public attribution function: the map is computed with the model's normalisation
+and dropout layers in eval behaviour (``attrobust.models.eval_norm``), so it never depends on the rest of the
+batch and never changes a buffer; on a model whose such layers are in train mode it warns once, naming
+``model.eval()``.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_labels
+from .._checks import check_choice, check_labels, warn_once
+from ..models.modes import eval_norm
 
 TARGET_KINDS = ("logit", "probability", "loss")
+
+AttributionFn = Callable[..., torch.Tensor]
+
+
+def per_example(fn: AttributionFn) -> AttributionFn:
+    """Wrap an attribution ``fn(model, x, target, **options)`` so that it runs inside ``eval_norm(model)``.
+
+    When that switched layers (the model had BatchNorm, InstanceNorm with running statistics or dropout in train
+    mode) a warning is issued once per model class and layer kinds: the result is the per-example attribution,
+    i.e. that of the model with those layers in eval mode, and no buffer was written. Objectives, metrics and
+    attacks that mean to compute attributions of a train-mode model enter ``eval_norm`` themselves, so the
+    warning does not fire there. Neither ``model.training`` (of any submodule) nor any buffer changes.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(model: nn.Module, x: torch.Tensor, target: Any, *args: Any, **options: Any) -> torch.Tensor:
+        with eval_norm(model) as switched:
+            if switched:
+                kinds = ", ".join(sorted({type(m).__name__ for m in switched}))
+                warn_once(
+                    f"{type(model).__name__} has {kinds} layers in train mode: attributions are computed with "
+                    "them in eval mode (batch norm with its running statistics, no dropout, buffers untouched) so "
+                    "that each example's map is independent of its batch; call model.eval() first (or compute "
+                    "inside attrobust.models.eval_norm(model)) to make this explicit"
+                )
+            return fn(model, x, target, *args, **options)
+
+    return wrapper
 
 
 def grad_of(

@@ -8,7 +8,8 @@ maps ``A`` ``(N, K, h, w)``; ``layer=None`` picks the last leaf module with 4-D 
 ``x``'s shape ``(N, C, H, W)`` (the same map in every channel), so ``metrics.saliency_map`` ranks pixels as the
 map does (it sums ``|a|`` over channels, i.e. ``C * |map|``). With ``create_graph=True`` the result is
 differentiable w.r.t. the input and the parameters. Attributions never change ``model.training`` or any
-``requires_grad`` flag.
+``requires_grad`` flag; they run per example, with normalisation and dropout layers in eval behaviour, and never
+write a buffer (see :mod:`attrobust.attributions.gradients`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_images
-from ._grad import grad_of, target_output
+from ._grad import grad_of, per_example, target_output
 from .gradients import as_target
 from .layer import last_feature_layer, layer_forward
 
@@ -39,6 +40,7 @@ def _feature_maps(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | No
     return logits, acts
 
 
+@per_example
 def cam(
     model: nn.Module,
     x: torch.Tensor,
@@ -73,6 +75,7 @@ def cam(
     return _to_input(maps, x)
 
 
+@per_example
 def grad_cam(
     model: nn.Module,
     x: torch.Tensor,
@@ -105,6 +108,7 @@ def grad_cam(
     return _to_input(maps, x)
 
 
+@per_example
 def grad_cam_pp(
     model: nn.Module,
     x: torch.Tensor,

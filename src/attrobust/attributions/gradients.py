@@ -5,6 +5,12 @@ all examples); every function returns a tensor of the input's shape. With ``crea
 differentiable w.r.t. both the input and the parameters (for second-order methods use a smooth model, e.g.
 ``attrobust.models.softplus(model, beta)``: second derivatives of ReLU networks vanish almost everywhere).
 Attributions never change ``model.training`` or any ``requires_grad`` flag.
+
+Per example: every function runs with the model's normalisation and dropout layers in eval behaviour
+(``attrobust.models.eval_norm``: BatchNorm with its running statistics, dropout off), so a map never depends on
+the other examples of its batch and no buffer (running statistics, ``num_batches_tracked``) is ever written. On
+a model whose such layers are in train mode the result is that of the eval-mode layers, and a warning (once)
+names ``model.eval()``.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .._checks import check_broadcastable, check_choice, check_images, check_int, check_labels
+from ..models.modes import eval_norm
 from ..models.normalize import Normalize
-from ._grad import gradient
+from ._grad import gradient, per_example
 
 IG_RULES = ("right", "left", "middle", "trapezoid", "gausslegendre")
 
@@ -43,6 +50,7 @@ def as_baseline(baseline: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     return check_broadcastable(baseline, x.shape, "baseline")
 
 
+@per_example
 def saliency(
     model: nn.Module,
     x: torch.Tensor,
@@ -61,6 +69,7 @@ def saliency(
     return gradient(model, x, as_target(target, x), create_graph=create_graph, output=output)
 
 
+@per_example
 def input_x_gradient(
     model: nn.Module,
     x: torch.Tensor,
@@ -103,6 +112,7 @@ def ig_alphas(steps: int, rule: str = "right") -> tuple[torch.Tensor, torch.Tens
     return (k + offset) / m, torch.full((m,), 1.0 / m, dtype=torch.float64)
 
 
+@per_example
 def integrated_gradients(
     model: nn.Module,
     x: torch.Tensor,
@@ -272,7 +282,7 @@ def _path_sum(
         if checkpoint and create_graph:
             # The points are rebuilt inside, so the checkpoint keeps only (baseline, delta, a), shared by all chunks.
             grads = torch.utils.checkpoint.checkpoint(
-                functools.partial(_point_gradients, model, output=output, create_graph=True),
+                functools.partial(_recomputed_point_gradients, model, output=output),
                 baseline, delta, a, targets, use_reentrant=False,
             )  # fmt: skip
         else:
@@ -284,6 +294,23 @@ def _path_sum(
         else:
             total.add_(grads, alpha=scalar_weights[start])
     return total
+
+
+def _recomputed_point_gradients(
+    model: nn.Module,
+    baseline: torch.Tensor,
+    delta: torch.Tensor,
+    a: torch.Tensor | float,
+    targets: torch.Tensor,
+    *,
+    output: str,
+) -> torch.Tensor:
+    """:func:`_point_gradients` with ``create_graph=True`` for activation checkpointing: the recomputation runs
+    during the caller's backward pass, after the public function's ``eval_norm`` block has closed, so it enters
+    one itself and recomputes exactly the forward pass it replaces (per-example normalisation, no buffer
+    writes)."""
+    with eval_norm(model):
+        return _point_gradients(model, baseline, delta, a, targets, output=output, create_graph=True)
 
 
 def _point_gradients(

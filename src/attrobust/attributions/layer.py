@@ -3,7 +3,9 @@
 Tensor contract: images ``x`` are float ``(N, C, H, W)`` in [0, 1]; ``target`` is int64 ``(N,)`` (or one int for
 all examples). A layer is given by its dotted name (``"layer4"``, ``"features.3"``; see
 ``nn.Module.get_submodule``) or as the module itself; it must return one tensor ``(N, ...)``. Hooks are always
-removed (``finally``). Attributions never change ``model.training`` or any ``requires_grad`` flag.
+removed (``finally``). Attributions never change ``model.training`` or any ``requires_grad`` flag; they run
+per example, with normalisation and dropout layers in eval behaviour, and never write a buffer (see
+:mod:`attrobust.attributions.gradients`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_images
-from ._grad import grad_of, target_output
+from ._grad import grad_of, per_example, target_output
 from .gradients import as_baseline, as_target, ig_alphas
 
 
@@ -94,6 +96,7 @@ def layer_forward(
     return logits, store[0]
 
 
+@per_example
 def layer_integrated_gradients(
     model: nn.Module,
     x: torch.Tensor,

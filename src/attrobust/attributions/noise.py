@@ -5,7 +5,9 @@ all examples); every function returns a tensor of the input's shape. With ``crea
 differentiable w.r.t. both the input and the parameters. Randomness comes only from ``generator`` (a
 ``torch.Generator`` on ``x``'s device; ``None`` uses the global RNG), so a seeded generator gives identical maps.
 The ``n`` noisy samples are evaluated ``batch_samples`` at a time (``batch_samples * N`` images per pass).
-Attributions never change ``model.training`` or any ``requires_grad`` flag.
+Attributions never change ``model.training`` or any ``requires_grad`` flag; they run per example, with
+normalisation and dropout layers in eval behaviour, and never write a buffer (see
+:mod:`attrobust.attributions.gradients`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from torch import nn
 
 from .._checks import check_finite, check_images, check_int, check_positive
-from ._grad import gradient
+from ._grad import gradient, per_example
 from .gradients import as_target, input_x_gradient, saliency
 
 
@@ -46,6 +48,7 @@ def _unchecked(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor] |
     return {saliency: sal, input_x_gradient: ixg}.get(fn)
 
 
+@per_example
 def smoothgrad(
     model: nn.Module,
     x: torch.Tensor,
@@ -95,6 +98,7 @@ def smoothgrad(
     return total / n
 
 
+@per_example
 def gradient_shap(
     model: nn.Module,
     x: torch.Tensor,

@@ -11,12 +11,17 @@ it). The inspection warns when the model is in train mode, when its outputs look
 attributions expect logits), and when second derivatives through it vanish (ReLU applied as a function cannot be
 swapped for a softplus, so IFIA would see zero curvature). ``DIR`` is a folder of class sub-folders of images
 (class names sorted, labels in that order), resized to ``size``.
+
+The audit never changes the user's model: its state dict (buffers included, e.g. batch-norm running statistics
+and ``num_batches_tracked``) and the ``training`` flag of every submodule are the same, bit for bit, after it.
 """
 
 from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from torch import nn
 
 from .. import data as data_lib
 from .._checks import has_relu
+from ..attacks.pgd import model_mode
 from ..attributions._grad import grad_of
 from ..data import ImageDataset
 from ..data.imagenette import IMAGE_SUFFIXES
@@ -100,22 +106,17 @@ def inspect(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
     found = []
     if model.training:
         found.append("the model is in train mode: it is evaluated in eval mode, check that this is intended")
-    with torch.no_grad():
+    with model_mode(model, "eval"), torch.no_grad():  # as evaluated: no batch statistics, no buffer written
         out = model(x)
     if out.dim() != 2 or out.shape[0] != x.shape[0]:
         raise ValueError(f"model: expected logits of shape ({x.shape[0]}, K), got {tuple(out.shape)}")
     if bool((out >= 0).all()) and bool(torch.allclose(out.sum(1), out.new_ones(len(out)), atol=1e-4)):
         found.append("the outputs are non-negative and sum to 1: they look like probabilities, not logits "
                      "(remove the final softmax)")  # fmt: skip
-    was = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            xi = x[:2].detach().requires_grad_(True)
-            g = grad_of(model(xi).gather(1, y[:2, None]).sum(), xi, create_graph=True)
-            second = grad_of((g * torch.randn_like(g)).sum(), xi) if g.requires_grad else torch.zeros_like(xi)
-    finally:
-        model.train(was)
+    with model_mode(model, "eval"), torch.enable_grad():
+        xi = x[:2].detach().requires_grad_(True)
+        g = grad_of(model(xi).gather(1, y[:2, None]).sum(), xi, create_graph=True)
+        second = grad_of((g * torch.randn_like(g)).sum(), xi) if g.requires_grad else torch.zeros_like(xi)
     if float(second.abs().max()) == 0.0 and not has_relu(model):
         found.append("second derivatives through the model vanish and it has no nn.ReLU modules to swap for "
                      "softplus: IFIA will see no curvature (use nn.ReLU modules, or smooth activations)")  # fmt: skip
@@ -158,12 +159,32 @@ def audit(
     if has_relu(model) and config.ifia.beta is None:
         config = merge(config, {"ifia": {"beta": 10.0}})
     probe = ds.images[: min(8, len(ds))]
-    found = inspect(model, probe, ds.labels[: len(probe)])
     out = Path(out_dir)
-    results = evaluate(model, config, dataset=ds, progress=progress, out=out / "results.json", db=False)
+    with unchanged(model):
+        found = inspect(model, probe, ds.labels[: len(probe)])
+        results = evaluate(model, config, dataset=ds, progress=progress, out=out / "results.json", db=False)
     label = type(model).__name__
     paths = write_report({label: results}, out, title=title)
     return {"results": results, "report": paths, "warnings": found}
+
+
+@contextmanager
+def unchanged(model: nn.Module) -> Iterator[None]:
+    """Give ``model`` back exactly as it came: every submodule's ``training`` flag is restored, and a state dict
+    entry (parameter or buffer) that the work wrote is restored too, with a warning naming it (the evaluation
+    itself runs in eval mode and is meant to write nothing, so that would be a defect to report)."""
+    modes = [(m, m.training) for m in model.modules()]
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    try:
+        yield
+    finally:
+        for m, flag in modes:
+            m.training = flag
+        current = model.state_dict()
+        written = [k for k, v in state.items() if not torch.equal(current[k], v)]
+        if written:
+            model.load_state_dict(state)
+            warnings.warn(f"audit: the evaluation wrote {', '.join(written)} of the model; restored", stacklevel=3)
 
 
 def _input_channels(model: nn.Module) -> int:

@@ -26,7 +26,8 @@ when the attribution is not linear on the ball. The paper reports such cases too
 
 Cost. ``J`` is never formed: the functions use Jacobian-vector products (``J v`` by double backward through the
 graph of ``J^T u``, or ``J^T v`` itself when ``J`` is symmetric) and vector-Jacobian products (``J^T v``), batched
-over the examples of ``x`` (examples must not interact: eval mode). ``xi_max`` comes from power iteration on
+over the examples of ``x``, which do not interact: the attribution runs inside ``attrobust.models.eval_norm``
+(batch norm with its running statistics, no dropout, no buffer written). ``xi_max`` comes from power iteration on
 ``J^T J`` (two products per iteration), which scales to 224x224x3 inputs. The l_inf bound needs all of ``P``: it
 is accumulated column block by column block (``P e_k = J^T (J e_k)``, ``2 d`` products per example, on ``chunk``
 stacked copies of the batch), so it refuses inputs with more than ``max_features`` features unless told otherwise.
@@ -59,7 +60,7 @@ from attrobust._checks import (
 )
 from attrobust.attributions._grad import TARGET_KINDS, gradient
 from attrobust.attributions.gradients import _integrate, ig_alphas
-from attrobust.models import softplus
+from attrobust.models import eval_norm, softplus
 
 ATTRIBUTIONS = ("saliency", "input_x_gradient", "integrated_gradients")
 NORMS = ("l2", "linf")
@@ -126,16 +127,16 @@ def _attribution_fn(
     check_second_order(model, beta, what)
     warn_if_training(model)
     net = model if beta is None else softplus(model, beta)
-    if attribution == "saliency":
-        return (lambda p, t: gradient(net, p, t, create_graph=True, output=output)), True
-    if attribution == "input_x_gradient":
-        return (lambda p, t: p * gradient(net, p, t, create_graph=True, output=output)), False
-    alphas, weights = ig_alphas(ig_steps, ig_rule)
+    alphas, weights = ig_alphas(ig_steps, ig_rule) if attribution == "integrated_gradients" else (None, None)
 
-    def ig(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return _integrate(net, p, t, torch.zeros_like(p), alphas, weights, 1, True, output, affine_prefix=True)
+    def fn(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with eval_norm(net):  # per example: batch norm with its running statistics, no buffer written
+            if attribution == "integrated_gradients":
+                return _integrate(net, p, t, torch.zeros_like(p), alphas, weights, 1, True, output, affine_prefix=True)
+            g = gradient(net, p, t, create_graph=True, output=output)
+            return g if attribution == "saliency" else p * g
 
-    return ig, False
+    return fn, attribution == "saliency"
 
 
 class _Jacobian:

@@ -6,7 +6,9 @@ Tensor contract: images ``x`` are float ``(N, C, H, W)`` in [0, 1], labels int64
 ``(N, K)``. An explainer is any ``explain(model, x, y) -> Tensor (N, ...)``: every registered attribution of
 :mod:`attrobust.attributions` (also given by its registered name), or a ``functools.partial`` of one with options.
 Every metric returns a per-example tensor ``(N,)`` (float64 for float64 images, else float32); aggregation is
-the caller's. Bad input raises ``ValueError``. Models should be in eval mode (a warning is given otherwise).
+the caller's. Bad input raises ``ValueError``. Models should be in eval mode (a warning is given otherwise);
+either way every forward pass and attribution runs per example (``attrobust.models.eval_norm``: batch norm with
+its running statistics, no dropout) and no buffer of the model is written.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from attrobust._ranking import _result_dtype
 from attrobust.attributions import get_attribution, saliency
 from attrobust.attributions.layer import replace_output, resolve_layer
 from attrobust.metrics.similarity import _cosine_rows
+from attrobust.models import eval_norm
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 STABILITY_REFERENCES = ("input", "output", "representation")
@@ -192,28 +195,29 @@ def relative_stability(
         check_positive(noise, "noise")
         samples = _iter_perturbations(x, n_samples, noise, generator)
 
-    n = x.shape[0]
-    logits, rep = _forward(model, x, module)
-    check_labels(y, n, logits.shape[1])
-    pred = logits.argmax(1)
-    e_x = _explain(fn, model, x, y).double()
-    reference = {"input": x.detach(), "output": logits, "representation": rep}[against].double()
-    best = torch.full((n,), float("-inf"), dtype=torch.float64, device=x.device)
-    kept = torch.zeros(n, dtype=torch.bool, device=x.device)
-    for xs in samples:
-        logits_s, rep_s = _forward(model, xs, module)
-        e_s = _explain(fn, model, xs, y).double()
-        if e_s.shape != e_x.shape:
-            raise ValueError(f"explain: expected attributions of shape {tuple(e_x.shape)}, got {tuple(e_s.shape)}")
-        num = torch.linalg.vector_norm(_relative(e_x - e_s, e_x, eps_min).flatten(1), ord=p, dim=1)
-        ref_s = {"input": xs, "output": logits_s, "representation": rep_s}[against].double()
-        change = reference - ref_s
-        if relative:
-            change = _relative(change, reference, eps_min)
-        den = torch.linalg.vector_norm(change.flatten(1), ord=p, dim=1).clamp(min=eps_min)
-        same = logits_s.argmax(1) == pred
-        best = torch.where(same, torch.maximum(best, num / den), best)
-        kept |= same
+    with eval_norm(model):  # per example: running statistics, no dropout, no buffer written
+        n = x.shape[0]
+        logits, rep = _forward(model, x, module)
+        check_labels(y, n, logits.shape[1])
+        pred = logits.argmax(1)
+        e_x = _explain(fn, model, x, y).double()
+        reference = {"input": x.detach(), "output": logits, "representation": rep}[against].double()
+        best = torch.full((n,), float("-inf"), dtype=torch.float64, device=x.device)
+        kept = torch.zeros(n, dtype=torch.bool, device=x.device)
+        for xs in samples:
+            logits_s, rep_s = _forward(model, xs, module)
+            e_s = _explain(fn, model, xs, y).double()
+            if e_s.shape != e_x.shape:
+                raise ValueError(f"explain: expected attributions of shape {tuple(e_x.shape)}, got {tuple(e_s.shape)}")
+            num = torch.linalg.vector_norm(_relative(e_x - e_s, e_x, eps_min).flatten(1), ord=p, dim=1)
+            ref_s = {"input": xs, "output": logits_s, "representation": rep_s}[against].double()
+            change = reference - ref_s
+            if relative:
+                change = _relative(change, reference, eps_min)
+            den = torch.linalg.vector_norm(change.flatten(1), ord=p, dim=1).clamp(min=eps_min)
+            same = logits_s.argmax(1) == pred
+            best = torch.where(same, torch.maximum(best, num / den), best)
+            kept |= same
     if not bool(kept.all()):
         warn_once(
             f"relative_stability: {int((~kept).sum())} example(s) have no neighbour with the same prediction; "
@@ -332,7 +336,8 @@ def activation_consistency(
     check_images(x_adv, "x_adv")
     check_same_shape(x, x_adv, "x, x_adv")
     warn_if_training(model)
-    a, b = _relu_states(model, x), _relu_states(model, x_adv)
+    with eval_norm(model):
+        a, b = _relu_states(model, x), _relu_states(model, x_adv)
     if statistic == "agreement":
         return (a == b).double().mean(1).to(_result_dtype(x))
     return _cosine_rows(a.double(), b.double(), "activation_consistency").to(_result_dtype(x))
@@ -357,7 +362,8 @@ def image_gradient_alignment(
     """
     check_images(x)
     warn_if_training(model)
-    g = saliency(model, x, y, output=output)
+    with eval_norm(model):
+        g = saliency(model, x, y, output=output)
     xx = x.detach()
     if channel_mean:
         xx, g = xx.mean(1), g.mean(1)

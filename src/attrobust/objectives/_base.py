@@ -18,6 +18,7 @@ from torch import nn
 
 from .._checks import check_images, check_int, check_labels, check_logits, check_positive
 from .._registry import Registry
+from ..models import softplus
 
 Objective = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 AdversarialFn = Callable[..., tuple[torch.Tensor, dict[str, float], torch.Tensor]]
@@ -78,6 +79,25 @@ def check_weight(value: float, name: str) -> float:
         raise ValueError(f"{name}: expected a finite float >= 0, got {value!r}")
     check_positive(float(value), name, allow_zero=True)
     return float(value)
+
+
+def attribution_model(model: nn.Module, beta: float | None) -> nn.Module:
+    """``model`` itself, or its parameter-sharing Softplus(beta) copy when ``beta`` is given."""
+    return model if beta is None else softplus(model, beta)
+
+
+def check_beta(beta: float | None, name: str) -> None:
+    """A Softplus sharpness: None (use the model itself) or a finite float > 0."""
+    if beta is not None:
+        check_weight(beta, name)
+        if beta == 0:
+            raise ValueError(f"{name}: expected None or a float > 0, got {beta!r}")
+
+
+def check_flag(value: object, name: str) -> None:
+    """An option that must be a bool (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected a bool, got {value!r}")
 
 
 class Warmup:

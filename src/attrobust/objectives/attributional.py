@@ -1,5 +1,5 @@
-"""Objectives that make attributions robust: IG-NORM, IG-SUM-NORM, ART, IGR, AdvAAT, SSR and input-gradient
-regularisation.
+"""Objectives that make attributions robust: IG-NORM, IG-SUM-NORM, ART, IGR and AdvAAT (the curvature and
+input-gradient regularisers SSR and input-gradient regularisation are in :mod:`.curvature`).
 
 Every objective maps ``(model, x, y, *, generator=None)`` to ``(loss, logs)`` (see :mod:`attrobust.objectives`);
 ``x`` is float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``, every budget is in pixel units.
@@ -21,9 +21,18 @@ IG-SUM-NORM, IGR, AdvAAT) recomputes each point during the backward pass instead
 stays at one point's graph (``attributions.integrated_gradients(checkpoint=True)``) at the cost of that
 recomputation; the loss and gradients are the same.
 
-Per-example independence. Attributions of a batch are computed as the gradient of a sum, which presumes the
-model does not mix examples (no batch statistics): batch-norm networks should be trained in eval mode for these
-objectives or use group/layer norm.
+Batch norm. Attributions are per-example quantities, computed for a batch as the gradient of a sum. Train-mode
+batch norm breaks that: each IG path point (a batch) is normalised with its own statistics, so IG of a bias-free
+conv + BN net degenerates, and every attribution pass writes the running statistics. So every attribution or
+curvature term, and every inner search whose loss is only such a term (IG-NORM, ART), runs inside
+``attrobust.models.eval_norm`` (BatchNorm with its running statistics, dropout off, nothing written; other
+modules keep their mode), while the classification losses, including the CE part of the IG-SUM-NORM and AdvAAT
+inner searches (PGD-AT searches), keep the model's mode: train mode under the trainer, as the papers train.
+All-eval would never estimate the running statistics; all-train would not give the per-example terms the
+papers define (RAR's reference nets have no batch norm). Inner attacks of the bases follow their reference code:
+PGD-AT searches in the model's mode (Madry et al.'s ``cifar10_challenge`` attacks its ``mode='train'`` graph),
+TRADES and MART in eval mode (``model.eval()`` for the search). Models without norm/dropout layers (the MNIST
+nets) are untouched: their losses are bit-identical to the plain computation.
 """
 
 from __future__ import annotations
@@ -38,15 +47,18 @@ from torch import nn
 from .._checks import check_choice, check_int
 from ..attacks.pgd import pgd_loop, random_point
 from ..attributions import integrated_gradients
-from ..attributions._grad import grad_of, gradient
+from ..attributions._grad import gradient
 from ..attributions.gradients import IG_RULES
-from ..models import softplus
+from ..models import eval_norm, softplus
 from ._base import (
     OBJECTIVES,
     Objective,
     Warmup,
     accuracy,
+    attribution_model,
+    check_beta,
     check_budget,
+    check_flag,
     check_weight,
     create,
     describe,
@@ -55,24 +67,6 @@ from ._base import (
 )
 
 SIZE_FUNCTIONS = ("l1", "sum")
-
-
-def _attribution_model(model: nn.Module, beta: float | None) -> nn.Module:
-    """``model`` itself, or its parameter-sharing Softplus(beta) copy when ``beta`` is given."""
-    return model if beta is None else softplus(model, beta)
-
-
-def _check_beta(beta: float | None, name: str) -> None:
-    """A Softplus sharpness: None (use the model itself) or a finite float > 0."""
-    if beta is not None:
-        check_weight(beta, name)
-        if beta == 0:
-            raise ValueError(f"{name}: expected None or a float > 0, got {beta!r}")
-
-
-def _check_flag(value: object, name: str) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: expected a bool, got {value!r}")
 
 
 def _start(x: torch.Tensor, eps: float, random_start: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -156,6 +150,8 @@ def ig_norm(
     maximum over the ball is ``eps * ‖∇ℓ(x)‖_1`` (RAR Proposition 2: input-gradient regularisation with
     ``lam' = lam * eps``; see :func:`input_gradient_reg` with ``q=1``).
 
+    Modes: the CE follows the model's mode; the inner search (IG only) and the outer IG run in ``eval_norm``.
+
     Reduction: per-example CE and IG norms (summed over pixels), averaged over the batch. Logs: ``loss``,
     ``acc`` (clean), ``ce``, ``ig_norm``, ``eps``. ``eps_warmup``: linear budget ramp as in ``pgd_at``.
     Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
@@ -163,22 +159,24 @@ def ig_norm(
     lam = check_weight(lam, "ig_norm lam")
     check_budget("ig_norm", eps, step_size, steps, eps_warmup)
     _check_rar("ig_norm", ig_steps, attack_ig_steps, ig_rule, size)
-    _check_beta(softplus_beta, "ig_norm softplus_beta")
-    _check_flag(ig_checkpoint, "ig_norm ig_checkpoint")
+    check_beta(softplus_beta, "ig_norm softplus_beta")
+    check_flag(ig_checkpoint, "ig_norm ig_checkpoint")
     warmup = Warmup(eps_warmup)
 
     def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        attr = _attribution_model(model, softplus_beta)
+        attr = attribution_model(model, softplus_beta)
         e = eps * warmup.fraction
-        x_adv = _inner(
-            lambda xa: _size(loss_ig(attr, x, xa, y, attack_ig_steps, ig_rule), size),
-            x, e, step_size * warmup.fraction, steps, random_start, generator,
-        )  # fmt: skip
+        with eval_norm(attr):
+            x_adv = _inner(
+                lambda xa: _size(loss_ig(attr, x, xa, y, attack_ig_steps, ig_rule), size),
+                x, e, step_size * warmup.fraction, steps, random_start, generator,
+            )  # fmt: skip
         logits = logits_of(model, x, y)
         ce = F.cross_entropy(logits, y)
-        reg = _size(loss_ig(attr, x, x_adv, y, ig_steps, ig_rule, ig_checkpoint), size).mean()
+        with eval_norm(attr):
+            reg = _size(loss_ig(attr, x, x_adv, y, ig_steps, ig_rule, ig_checkpoint), size).mean()
         loss = ce + lam * reg
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "ig_norm": float(reg.detach()), "eps": e}  # fmt: skip
@@ -214,27 +212,32 @@ def ig_sum_norm(
     sharpness of an optional smooth attribution copy is ``softplus_beta``. With ``beta=0`` the objective is
     PGD adversarial training with the same random start. ``size="sum"`` swaps the 1-norm for the plain sum.
 
+    Modes: the bracket's CE follows the model's mode, in the inner search too (PGD-AT's convention, so
+    ``beta=0`` is ``pgd_at`` on batch-norm nets as well); the IG term runs in ``eval_norm``.
+
     Reduction: per-example terms averaged over the batch. Logs: ``loss``, ``acc`` (on ``x*``), ``ce``,
     ``ig_norm``, ``eps``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
     beta = check_weight(beta, "ig_sum_norm beta")
     check_budget("ig_sum_norm", eps, step_size, steps, eps_warmup)
     _check_rar("ig_sum_norm", ig_steps, attack_ig_steps, ig_rule, size)
-    _check_beta(softplus_beta, "ig_sum_norm softplus_beta")
-    _check_flag(ig_checkpoint, "ig_sum_norm ig_checkpoint")
+    check_beta(softplus_beta, "ig_sum_norm softplus_beta")
+    check_flag(ig_checkpoint, "ig_sum_norm ig_checkpoint")
     warmup = Warmup(eps_warmup)
 
     def bracket(model: nn.Module, attr: nn.Module, x: torch.Tensor, xa: torch.Tensor, y: torch.Tensor, m: int,
                 checkpoint: bool = False):  # fmt: skip
         logits = logits_of(model, xa, y)
         ce = F.cross_entropy(logits, y, reduction="none")
-        reg = _size(loss_ig(attr, x, xa, y, m, ig_rule, checkpoint), size) if beta else torch.zeros_like(ce)
-        return ce, reg, logits
+        if not beta:
+            return ce, torch.zeros_like(ce), logits
+        with eval_norm(attr):
+            return ce, _size(loss_ig(attr, x, xa, y, m, ig_rule, checkpoint), size), logits
 
     def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        attr = _attribution_model(model, softplus_beta)
+        attr = attribution_model(model, softplus_beta)
         e = eps * warmup.fraction
 
         def inner_loss(xa: torch.Tensor) -> torch.Tensor:
@@ -298,12 +301,15 @@ def art(
     (Algorithm 1, line 4) and takes ``steps`` signed steps of ``step_size``. Defaults: the paper's CIFAR-10
     setting (lam 0.5, beta 50, eps 8/255, 3 steps of 1.5/255).
 
+    Modes: the CE follows the model's mode (as the reference code); the inner search (``L_attr`` alone),
+    ``L_attr`` and ``i*`` run in ``eval_norm`` (the reference code used the statistics of its ``[x; x~]`` batch).
+
     Reduction: per-example terms averaged over the batch. Logs: ``loss``, ``acc`` (on ``x~``), ``ce``,
     ``attr`` (mean ``L_attr``), ``eps``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64
     ``(N,)``, at least 2 classes.
     """
     lam = check_weight(lam, "art lam")
-    _check_beta(beta, "art beta")
+    check_beta(beta, "art beta")
     check_budget("art", eps, step_size, steps, eps_warmup)
     warmup = Warmup(eps_warmup)
 
@@ -318,10 +324,16 @@ def art(
                 other = runner_up(logits_of(model, xa, y), y)
             return art_triplet(smooth, xa, y, other)
 
-        x_adv = _inner(inner_loss, x, e, step_size * warmup.fraction, steps, random_start, generator)
+        with eval_norm(model), eval_norm(smooth):
+            x_adv = _inner(inner_loss, x, e, step_size * warmup.fraction, steps, random_start, generator)
         logits = logits_of(model, x_adv, y)
         ce = F.cross_entropy(logits, y)
-        attr = art_triplet(smooth, x_adv, y, runner_up(logits, y)).mean()
+        with eval_norm(model) as switched, eval_norm(smooth):
+            per_example = logits
+            if switched:  # the CE's logits used batch statistics: i* comes from the per-example logits
+                with torch.no_grad():
+                    per_example = logits_of(model, x_adv, y)
+            attr = art_triplet(smooth, x_adv, y, runner_up(per_example, y)).mean()
         loss = ce + lam * attr
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "attr": float(attr.detach()), "eps": e}  # fmt: skip
@@ -358,12 +370,15 @@ def igr(base: str = "pgd_at", lam: float = 1.0, ig_steps: int = 10, softplus_bet
     Reduction: the cosine term is per example, averaged over the batch, and added to the base loss (itself a
     batch mean). Logs: the base's logs, with ``loss`` replaced by the total, plus ``base_loss`` and ``igr``
     (mean ``1 - cos``). Registered as ``igr`` and as ``pgd_at+igr``, ``trades+igr``, ``mart+igr``.
+
+    Modes: the base keeps its convention (``pgd_at`` searches in the model's mode, ``trades`` and ``mart`` in
+    eval mode); both IGs run in ``eval_norm``.
     Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
     lam = check_weight(lam, "igr lam")
     check_int(ig_steps, "igr ig_steps", 1)
-    _check_beta(softplus_beta, "igr softplus_beta")
-    _check_flag(ig_checkpoint, "igr ig_checkpoint")
+    check_beta(softplus_beta, "igr softplus_beta")
+    check_flag(ig_checkpoint, "igr ig_checkpoint")
     base_objective = create(base, **base_params)
     base_adversarial = getattr(base_objective, "adversarial", None)
     if base_adversarial is None:
@@ -373,7 +388,9 @@ def igr(base: str = "pgd_at", lam: float = 1.0, ig_steps: int = 10, softplus_bet
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         base_loss, logs, x_adv = base_adversarial(model, x, y, generator=generator)
-        ig_x, ig_adv = _paired_ig(_attribution_model(model, softplus_beta), x, x_adv, y, ig_steps, ig_checkpoint)
+        attr = attribution_model(model, softplus_beta)
+        with eval_norm(attr):
+            ig_x, ig_adv = _paired_ig(attr, x, x_adv, y, ig_steps, ig_checkpoint)
         reg = (1.0 - F.cosine_similarity(ig_x, ig_adv, dim=1, eps=1e-12)).mean()
         loss = base_loss + lam * reg
         logs = {**logs, "loss": float(loss.detach()), "base_loss": float(base_loss.detach()),
@@ -437,6 +454,8 @@ def adv_aat(
     ``ig_steps`` points, both IGs carrying their graph. Defaults (lam 1, 10/5 IG points, the MNIST PGD budget)
     are this package's: the paper states none.
 
+    Modes: the CE follows the model's mode, in the inner search too (PGD-AT's); every IG runs in ``eval_norm``.
+
     Reduction: per-example terms averaged over the batch. Logs: ``loss``, ``acc`` (on ``x~``), ``ce``, ``pcl``,
     ``eps``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
@@ -444,26 +463,29 @@ def adv_aat(
     check_budget("adv_aat", eps, step_size, steps, eps_warmup)
     check_int(ig_steps, "adv_aat ig_steps", 1)
     check_int(attack_ig_steps, "adv_aat attack_ig_steps", 1)
-    _check_beta(softplus_beta, "adv_aat softplus_beta")
-    _check_flag(ig_checkpoint, "adv_aat ig_checkpoint")
+    check_beta(softplus_beta, "adv_aat softplus_beta")
+    check_flag(ig_checkpoint, "adv_aat ig_checkpoint")
     warmup = Warmup(eps_warmup)
 
     def adversarial(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        attr = _attribution_model(model, softplus_beta)
+        attr = attribution_model(model, softplus_beta)
         e = eps * warmup.fraction
-        ig_clean = integrated_gradients(attr, x, y, steps=attack_ig_steps).flatten(1)
+        with eval_norm(attr):
+            ig_clean = integrated_gradients(attr, x, y, steps=attack_ig_steps).flatten(1)
 
         def inner_loss(xa: torch.Tensor) -> torch.Tensor:
             ce = F.cross_entropy(logits_of(model, xa, y), y, reduction="none")
-            ig_xa = integrated_gradients(attr, xa, y, steps=attack_ig_steps, create_graph=True).flatten(1)
+            with eval_norm(attr):
+                ig_xa = integrated_gradients(attr, xa, y, steps=attack_ig_steps, create_graph=True).flatten(1)
             return ce + lam * pearson_loss(ig_clean, ig_xa)
 
         x_adv = _inner(inner_loss, x, e, step_size * warmup.fraction, steps, random_start, generator)
         logits = logits_of(model, x_adv, y)
         ce = F.cross_entropy(logits, y)
-        pcl = pearson_loss(*_paired_ig(attr, x, x_adv, y, ig_steps, ig_checkpoint)).mean()
+        with eval_norm(attr):
+            pcl = pearson_loss(*_paired_ig(attr, x, x_adv, y, ig_steps, ig_checkpoint)).mean()
         loss = ce + lam * pcl
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
                 "pcl": float(pcl.detach()), "eps": e}  # fmt: skip
@@ -473,103 +495,3 @@ def adv_aat(
                     step_size=step_size, steps=steps, random_start=random_start, eps_warmup=eps_warmup,
                     softplus_beta=softplus_beta)  # fmt: skip
     return finish(adversarial, name, warmup)
-
-
-def input_hessian_top_eigenvalue(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    iters: int = 10,
-    generator: torch.Generator | None = None,
-    create_graph: bool = True,
-) -> torch.Tensor:
-    """Dominant eigenvalue of each example's input Hessian ``∇²_x CE(f(x), y)``, shape ``(N,)``.
-
-    Power iteration with Hessian-vector products (double backward through one first-order gradient; the
-    ``(D, D)`` Hessian is never formed): ``v <- H v / ‖H v‖`` from a random unit ``v`` (drawn from
-    ``generator``) for ``iters`` products, then the Rayleigh quotient ``v·Hv`` with one more product, which
-    carries its graph when ``create_graph`` (differentiable w.r.t. the parameters). Examples are independent
-    (the Hessian of the summed loss is block-diagonal), so all are iterated at once.
-
-    Power iteration converges to the eigenvalue of largest magnitude; for piecewise-linear (ReLU) networks the
-    input Hessian is ``W^T (diag(p) - p p^T) W`` (IGR appendix B.2 eq. 52), positive semi-definite, so that is
-    the largest eigenvalue the SSR paper regularises.
-    """
-    check_int(iters, "iters", 1)
-    with torch.enable_grad():
-        xi = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(logits_of(model, xi, y), y, reduction="sum")
-        g = grad_of(loss, xi, create_graph=True)
-        v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        for _ in range(iters):
-            v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (x.dim() - 1)))
-            v = grad_of((g * v).sum(), xi, retain_graph=True)
-        v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (x.dim() - 1)))
-        hv = grad_of((g * v).sum(), xi, create_graph=create_graph)
-    return (v * hv).flatten(1).sum(1)
-
-
-@OBJECTIVES.register("ssr")
-def ssr(lam: float = 1.0, power_iters: int = 10, softplus_beta: float | None = None) -> Objective:
-    """Smooth Surface Regularisation (IGR paper appendix B.2 eq. 52): ``CE(f(x), y) + lam * max_i ξ_i``.
-
-    ``max_i ξ_i`` is the largest eigenvalue of the input Hessian of the per-example loss, estimated by
-    :func:`input_hessian_top_eigenvalue` with ``power_iters`` Hessian-vector products from a random start drawn
-    from the trainer's generator (on the model itself, where the Hessian is ``W (diag(p) - p p^T) W^T``, or on a
-    Softplus(``softplus_beta``) copy). The default ``lam`` is this package's; the source gives none.
-
-    Reduction: per-example CE and eigenvalues averaged over the batch. Logs: ``loss``, ``acc`` (clean), ``ce``,
-    ``eigenvalue``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
-    """
-    lam = check_weight(lam, "ssr lam")
-    check_int(power_iters, "ssr power_iters", 1)
-    _check_beta(softplus_beta, "ssr softplus_beta")
-
-    def adversarial(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        logits = logits_of(model, x, y)
-        ce = F.cross_entropy(logits, y)
-        eig = input_hessian_top_eigenvalue(_attribution_model(model, softplus_beta), x, y, iters=power_iters,
-                                           generator=generator).mean()  # fmt: skip
-        loss = ce + lam * eig
-        logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
-                "eigenvalue": float(eig.detach())}  # fmt: skip
-        return loss, logs, x
-
-    return finish(adversarial, describe("ssr", lam=lam, power_iters=power_iters, softplus_beta=softplus_beta))
-
-
-@OBJECTIVES.register("input_gradient_reg")
-def input_gradient_reg(lam: float = 1.0, q: float = 2.0, softplus_beta: float | None = None) -> Objective:
-    """Input-gradient regularisation (Drucker & LeCun 1992; Ross & Doshi-Velez, AAAI 2018; RAR Proposition 2):
-    ``CE(f(x), y) + lam * ‖∇_x CE(f(x), y)‖_q^q``.
-
-    The gradient is per example and keeps its graph (double backpropagation), on the model itself or on a
-    Softplus(``softplus_beta``) copy. ``q=2`` is Ross & Doshi-Velez's squared 2-norm; ``q=1`` with ``lam = λ·eps`` is
-    what IG-NORM with one IG step reduces to (RAR Proposition 2). The default ``lam`` is this package's.
-
-    Reduction: per-example CE and gradient norms (summed over pixels) averaged over the batch. Logs: ``loss``,
-    ``acc`` (clean), ``ce``, ``grad_norm``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64
-    ``(N,)``.
-    """
-    lam = check_weight(lam, "input_gradient_reg lam")
-    q = check_weight(q, "input_gradient_reg q")
-    if q < 1:
-        raise ValueError(f"input_gradient_reg q: expected a float >= 1, got {q!r}")
-    _check_beta(softplus_beta, "input_gradient_reg softplus_beta")
-
-    def adversarial(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        logits = logits_of(model, x, y)
-        ce = F.cross_entropy(logits, y)
-        g = gradient(_attribution_model(model, softplus_beta), x, y, create_graph=True, output="loss")
-        reg = g.abs().pow(q).flatten(1).sum(1).mean()
-        loss = ce + lam * reg
-        logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
-                "grad_norm": float(reg.detach())}  # fmt: skip
-        return loss, logs, x
-
-    return finish(adversarial, describe("input_gradient_reg", lam=lam, q=q, softplus_beta=softplus_beta))
