@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_int, check_positive
-from ..attributions._grad import grad_of
+from ..attributions import grad_of
 
 NORMS = ("linf", "l2")
 MODES = ("eval", "train", "keep")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_images, check_int, check_labels, check_positive, warn_if_training
 from .._ranking import kendall_tau, saliency_map, topk_intersection
-from ..attributions._grad import grad_of
+from ..attributions import grad_of
 from ..models import softplus
 from .attribution import _attribution_fn
 from .pgd import model_mode, project

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from .._registry import Registry
-from ._grad import gradient, target_output
+from ._grad import TARGET_KINDS, grad_of, gradient, target_output
 from .cam import cam, grad_cam, grad_cam_pp
 from .gradients import IG_RULES, as_target, ig_alphas, input_x_gradient, integrated_gradients, saliency
 from .layer import layer_integrated_gradients
@@ -41,11 +41,13 @@ def get_attribution(name: str) -> Attribution:
 __all__ = [
     "ATTRIBUTIONS",
     "IG_RULES",
+    "TARGET_KINDS",
     "as_target",
     "cam",
     "get_attribution",
     "grad_cam",
     "grad_cam_pp",
+    "grad_of",
     "gradient",
     "gradient_shap",
     "ig_alphas",

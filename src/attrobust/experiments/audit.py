@@ -32,7 +32,7 @@ from torch import nn
 from .. import data as data_lib
 from .._checks import has_relu
 from ..attacks.pgd import model_mode
-from ..attributions._grad import grad_of
+from ..attributions import grad_of
 from ..data import ImageDataset
 from ..data.imagenette import IMAGE_SUFFIXES
 from ..data.images import decode_images, to_image_tensor

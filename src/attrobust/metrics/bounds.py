@@ -58,7 +58,7 @@ from attrobust._checks import (
     check_second_order,
     warn_if_training,
 )
-from attrobust.attributions._grad import TARGET_KINDS, gradient
+from attrobust.attributions import TARGET_KINDS, gradient
 from attrobust.attributions.gradients import _integrate, ig_alphas
 from attrobust.models import eval_norm, softplus
 

@@ -46,8 +46,7 @@ from torch import nn
 
 from .._checks import check_choice, check_int
 from ..attacks.pgd import pgd_loop, random_point
-from ..attributions import integrated_gradients
-from ..attributions._grad import gradient
+from ..attributions import gradient, integrated_gradients
 from ..attributions.gradients import IG_RULES
 from ..models import eval_norm, softplus
 from ._base import (

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_int
-from ..attributions._grad import grad_of, gradient
+from ..attributions import grad_of, gradient
 from ..models import eval_norm
 from ._base import (
     OBJECTIVES,
