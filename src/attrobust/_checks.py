@@ -157,7 +157,8 @@ def warn_if_training(model: nn.Module) -> None:
     if model.training:
         warn_once(
             f"{type(model).__name__} is in train mode during evaluation; call model.eval() first "
-            "(batch-norm and dropout make attributions and attacks non-deterministic)"
+            "(in train mode batch norm and dropout make predictions and attacks depend on the batch; attributions "
+            "always use eval-mode normalisation)"
         )
 
 
