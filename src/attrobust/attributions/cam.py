@@ -22,6 +22,7 @@ from .._checks import check_images
 from ._grad import grad_of, per_example, target_output
 from .gradients import as_target
 from .layer import last_feature_layer, layer_forward
+from .registry import ATTRIBUTIONS
 
 
 def _to_input(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -40,6 +41,7 @@ def _feature_maps(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | No
     return logits, acts
 
 
+@ATTRIBUTIONS.register("cam")
 @per_example
 def cam(
     model: nn.Module,
@@ -75,6 +77,7 @@ def cam(
     return _to_input(maps, x)
 
 
+@ATTRIBUTIONS.register("grad_cam")
 @per_example
 def grad_cam(
     model: nn.Module,
@@ -108,6 +111,7 @@ def grad_cam(
     return _to_input(maps, x)
 
 
+@ATTRIBUTIONS.register("grad_cam_pp")
 @per_example
 def grad_cam_pp(
     model: nn.Module,
