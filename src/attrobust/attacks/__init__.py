@@ -16,14 +16,10 @@ from .corruptions import CORRUPTIONS, corrupt
 from .pgd import model_mode, pgd_loop, project, random_point
 from .targeted import ManipulationResult, shuffled_targets, targeted_manipulation
 
-ATTACKS: Registry[Callable[..., Any]] = Registry("attack")
-ATTACKS.register("pgd")(pgd)
-ATTACKS.register("fgsm")(fgsm)
-ATTACKS.register("cw_linf")(cw_linf)
-ATTACKS.register("spsa")(spsa)
-ATTACKS.register("transfer")(transfer)
-ATTACKS.register("ifia")(ifia)
-ATTACKS.register("targeted_manipulation")(targeted_manipulation)
+ATTACKS: Registry[Callable[..., Any]] = Registry("attack", {
+    "pgd": pgd, "fgsm": fgsm, "cw_linf": cw_linf, "spsa": spsa, "transfer": transfer,
+    "ifia": ifia, "targeted_manipulation": targeted_manipulation,
+})  # fmt: skip
 
 __all__ = [
     "ATTACKS",
