@@ -33,16 +33,10 @@ from attrobust.data.synthetic import load_synthetic
 
 SPLITS = ("train", "test")
 
-DATASETS: Registry = Registry("dataset")
-DATASETS.register("mnist")(load_mnist)
-DATASETS.register("fashion_mnist")(load_fashion_mnist)
-DATASETS.register("synthetic")(load_synthetic)
-DATASETS.register("cifar10")(load_cifar10)
-DATASETS.register("svhn")(load_svhn)
-DATASETS.register("gtsrb")(load_gtsrb)
-DATASETS.register("flower17")(load_flower17)
-DATASETS.register("imagenette")(load_imagenette)
-DATASETS.register("cub")(load_cub)
+DATASETS: Registry = Registry("dataset", {
+    "mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "synthetic": load_synthetic, "cifar10": load_cifar10,
+    "svhn": load_svhn, "gtsrb": load_gtsrb, "flower17": load_flower17, "imagenette": load_imagenette, "cub": load_cub,
+})  # fmt: skip
 
 
 def load(name: str, split: str = "train", data_dir: str | Path | None = None, **kw: Any) -> ImageDataset:
