@@ -1,7 +1,9 @@
 """Ranking kernels shared by attacks (step selection) and metrics: saliency maps, top-k intersection, Kendall tau-b.
 
-They live below both layers so that attacks can judge their steps without importing ``metrics``; the public
-names are re-exported by :mod:`attrobust.metrics.similarity`.
+They live below both layers so that attacks can judge their steps without importing ``metrics``; the metrics
+are re-exported by :mod:`attrobust.metrics.similarity`, which also builds on the public helpers here
+(:func:`as_maps`, :func:`check_map_pair`, :func:`by_chunks`, :func:`pair_counts`, :func:`order_keys`,
+:func:`run_starts`, :func:`result_dtype`); underscore names are this module's own.
 
 Tensor contract: attributions are float tensors ``(N, C, H, W)`` of the input's shape; ranking metrics work on
 maps ``(N, D)`` obtained with :func:`saliency_map` (|a| summed over channels, flattened, ``D = H * W``). Every

@@ -2,6 +2,13 @@
 plus the common corruptions.
 
 Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, budgets in pixel units.
+
+The house: ``pgd.py`` (the one projected-gradient loop, projection, random start, model mode),
+``adversarial.py`` (PGD, FGSM, CW-l_inf, SPSA, transfer), ``attribution.py`` (IFIA), ``targeted.py`` (targeted
+manipulation), ``selection.py`` (:class:`~attrobust.attacks.selection.Best`, the keep-the-best bookkeeping both
+attribution attacks share) and ``corruptions.py``. Attacks import ``attrobust._checks``, ``_ranking``,
+``attributions`` (methods resolved with :func:`~attrobust.attributions.explainer`) and ``models``, never
+``metrics``.
 """
 
 from __future__ import annotations

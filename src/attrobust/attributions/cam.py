@@ -44,12 +44,8 @@ def _feature_maps(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | No
 @ATTRIBUTIONS.register("cam")
 @per_example
 def cam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    layer: str | nn.Module | None = None,
-    create_graph: bool = False,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    layer: str | nn.Module | None = None, create_graph: bool = False,
 ) -> torch.Tensor:
     """CAM (Zhou et al. 2016) for nets ending in global-average-pool + ``nn.Linear``, shape ``(N, C, H, W)``.
 
@@ -80,14 +76,8 @@ def cam(
 @ATTRIBUTIONS.register("grad_cam")
 @per_example
 def grad_cam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    layer: str | nn.Module | None = None,
-    plus_plus: bool = False,
-    create_graph: bool = False,
-    output: str = "logit",
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    layer: str | nn.Module | None = None, plus_plus: bool = False, create_graph: bool = False, output: str = "logit",
 ) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017), shape ``(N, C, H, W)``: ``ReLU(sum_k mean_hw(dy/dA_k) A_k)``.
 
@@ -114,13 +104,8 @@ def grad_cam(
 @ATTRIBUTIONS.register("grad_cam_pp")
 @per_example
 def grad_cam_pp(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    layer: str | nn.Module | None = None,
-    create_graph: bool = False,
-    output: str = "logit",
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    layer: str | nn.Module | None = None, create_graph: bool = False, output: str = "logit",
 ) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhyay et al. 2018), shape ``(N, C, H, W)``: ``ReLU(sum_k w_k A_k)``.
 

@@ -112,18 +112,9 @@ def ig_alphas(steps: int, rule: str = "right") -> tuple[torch.Tensor, torch.Tens
 @range_checked
 @per_example
 def integrated_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    baseline: torch.Tensor | None = None,
-    steps: int = 50,
-    rule: str = "right",
-    create_graph: bool = False,
-    batch_steps: int | None = None,
-    output: str = "logit",
-    checkpoint: bool = False,
-    affine_prefix: bool | None = None,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    baseline: torch.Tensor | None = None, steps: int = 50, rule: str = "right", create_graph: bool = False,
+    batch_steps: int | None = None, output: str = "logit", checkpoint: bool = False, affine_prefix: bool | None = None,
 ) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al. 2017), shape ``(N, C, H, W)``.
 

@@ -36,17 +36,9 @@ def _chunks(n: int, batch_samples: int | None) -> range:
 @ATTRIBUTIONS.register("smoothgrad")
 @per_example
 def smoothgrad(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    base: str | Callable[..., torch.Tensor] = "saliency",
-    n: int = 50,
-    sigma: float = 0.15,
-    clamp: bool = False,
-    generator: torch.Generator | None = None,
-    batch_samples: int | None = 10,
-    create_graph: bool = False,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    base: str | Callable[..., torch.Tensor] = "saliency", n: int = 50, sigma: float = 0.15, clamp: bool = False,
+    generator: torch.Generator | None = None, batch_samples: int | None = 10, create_graph: bool = False,
     **base_options: Any,
 ) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): mean of ``base`` over ``n`` noisy copies, shape ``(N, C, H, W)``.
@@ -87,17 +79,9 @@ def smoothgrad(
 @ATTRIBUTIONS.register("gradient_shap")
 @per_example
 def gradient_shap(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    baselines: torch.Tensor | None = None,
-    n: int = 50,
-    stdev: float = 0.0,
-    generator: torch.Generator | None = None,
-    batch_samples: int | None = 10,
-    create_graph: bool = False,
-    output: str = "logit",
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    baselines: torch.Tensor | None = None, n: int = 50, stdev: float = 0.0, generator: torch.Generator | None = None,
+    batch_samples: int | None = 10, create_graph: bool = False, output: str = "logit",
 ) -> torch.Tensor:
     """GradientSHAP (Lundberg & Lee 2017; Captum's ``GradientShap``), shape ``(N, C, H, W)``.
 

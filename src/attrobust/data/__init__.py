@@ -9,6 +9,11 @@ on-disk formats of ``"cifar10"`` (python pickles), ``"svhn"`` (``.mat``), ``"gts
 which files are expected where, or how to install them. The environment variable ``ATTROBUST_DATA`` is the
 default root directory of on-disk datasets. :func:`balance_by_augmentation` brings every class of a training
 set to the same size with rotation, translation and projection (the GTSRB / Flower-17 protocol of RAR and ART).
+
+The house: one file per dataset family (its index and loader), ``base.py`` / ``boxed.py`` (the dataset types),
+``images.py`` (finding, decoding and subsetting image folders: every folder loader selects and decodes through
+``decode_subset`` with one ``Decoding`` of its options), ``augment.py`` and ``_unpickle.py`` (restricted
+unpickling). Data imports only ``attrobust._checks`` and ``_registry``.
 """
 
 from __future__ import annotations

@@ -120,14 +120,9 @@ def map_boxes(boxes: np.ndarray, regions: np.ndarray, size: tuple[int, int]) -> 
 
 
 def load_cub(
-    split: str = "train",
-    data_dir: str | Path | None = None,
-    *,
-    size: int | Sequence[int] = 224,
-    resize_mode: str = "stretch",
-    # the options of images.Decoding, shared by every folder loader:
-    limit: int | None = None, max_per_class: int | None = None,
-    progress: bool | None = None, workers: int | None = None,
+    split: str = "train", data_dir: str | Path | None = None, *,
+    size: int | Sequence[int] = 224, resize_mode: str = "stretch", limit: int | None = None,
+    max_per_class: int | None = None, progress: bool | None = None, workers: int | None = None,
 ) -> BoxedImageDataset:
     """CUB-200-2011 as a :class:`BoxedImageDataset`: 5994 (``"train"``) or 5794 (``"test"``) images, 200 classes.
 

@@ -108,17 +108,9 @@ def random_split(numbers: np.ndarray, split: str, test_per_class: int, seed: int
 
 
 def load_flower17(
-    split: str = "train",
-    data_dir: str | Path | None = None,
-    *,
-    size: int | Sequence[int] = 128,
-    split_set: int | str = 1,
-    include_val: bool = True,
-    test_per_class: int = 8,
-    seed: int = 0,
-    resize_mode: str = "stretch",
-    # the options of images.Decoding, shared by every folder loader:
-    limit: int | None = None, max_per_class: int | None = None,
+    split: str = "train", data_dir: str | Path | None = None, *,
+    size: int | Sequence[int] = 128, split_set: int | str = 1, include_val: bool = True, test_per_class: int = 8,
+    seed: int = 0, resize_mode: str = "stretch", limit: int | None = None, max_per_class: int | None = None,
     progress: bool | None = None, workers: int | None = None,
 ) -> ImageDataset:
     """Flower-17 as an :class:`ImageDataset` of 17 classes (see the module docstring for the split protocols).

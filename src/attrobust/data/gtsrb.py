@@ -134,15 +134,9 @@ def gtsrb_index(root: Path, split: str) -> tuple[list[Path], list[Box], np.ndarr
 
 
 def load_gtsrb(
-    split: str = "train",
-    data_dir: str | Path | None = None,
-    *,
-    size: int | Sequence[int] = 32,
-    crop_roi: bool = False,
-    resize_mode: str = "stretch",
-    # the options of images.Decoding, shared by every folder loader:
-    limit: int | None = None, max_per_class: int | None = None,
-    progress: bool | None = None, workers: int | None = None,
+    split: str = "train", data_dir: str | Path | None = None, *,
+    size: int | Sequence[int] = 32, crop_roi: bool = False, resize_mode: str = "stretch", limit: int | None = None,
+    max_per_class: int | None = None, progress: bool | None = None, workers: int | None = None,
 ) -> ImageDataset:
     """GTSRB as an :class:`ImageDataset`: 39209 (``"train"``) or 12630 (``"test"``) images of 43 classes.
 

@@ -69,14 +69,9 @@ def imagenette_index(split_dir: Path) -> tuple[list[Path], np.ndarray]:
 
 
 def load_imagenette(
-    split: str = "train",
-    data_dir: str | Path | None = None,
-    *,
-    size: int | Sequence[int] = 224,
-    resize_mode: str = "center_crop",
-    # the options of images.Decoding, shared by every folder loader:
-    limit: int | None = None, max_per_class: int | None = None,
-    progress: bool | None = None, workers: int | None = None,
+    split: str = "train", data_dir: str | Path | None = None, *,
+    size: int | Sequence[int] = 224, resize_mode: str = "center_crop", limit: int | None = None,
+    max_per_class: int | None = None, progress: bool | None = None, workers: int | None = None,
 ) -> ImageDataset:
     """ImageNette as an :class:`ImageDataset`: the ``train`` folder (``"train"``) or the ``val`` folder
     (``"test"``), 10 classes named by ``IMAGENETTE_CLASSES``.

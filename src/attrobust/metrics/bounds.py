@@ -32,6 +32,10 @@ over the examples of ``x``, which do not interact: the attribution runs inside `
 is accumulated column block by column block (``P e_k = J^T (J e_k)``, ``2 d`` products per example, on ``chunk``
 stacked copies of the batch), so it refuses inputs with more than ``max_features`` features unless told otherwise.
 
+The attribution as a function of the input (resolved with :func:`attrobust.attributions.explainer`, without the
+[0, 1] check), the Jacobian products and the power iteration live in :mod:`attrobust.metrics._jacobian`; this
+module holds the bounds themselves.
+
 A method needing second derivatives cannot use a ReLU network (its Hessian vanishes almost everywhere): such a
 model raises ``ValueError`` unless ``beta`` is given, in which case a softplus(beta) copy is used
 (:func:`attrobust.models.softplus`).
@@ -96,18 +100,9 @@ def _spectral(
 
 
 def attribution_spectral_norm(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    iters: int = 100,
-    tol: float = 1e-5,
-    generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+    attribution: str = "saliency", beta: float | None = None, output: str = "logit", ig_steps: int = 50,
+    ig_rule: str = "right", iters: int = 100, tol: float = 1e-5, generator: torch.Generator | None = None,
 ) -> SpectralNorm:
     """Largest singular value ``xi_max`` of the attribution Jacobian ``J = d g^y / d x`` (paper 004, Theorem 1).
 
@@ -135,19 +130,9 @@ def attribution_spectral_norm(
 
 
 def euclidean_bound(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    norm: str = "l2",
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    iters: int = 100,
-    tol: float = 1e-5,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+    norm: str = "l2", attribution: str = "saliency", beta: float | None = None, output: str = "logit",
+    ig_steps: int = 50, ig_rule: str = "right", iters: int = 100, tol: float = 1e-5,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Euclidean upper bound ``T_e`` on ``||g^y(x + delta) - g^y(x)||_2`` (paper 004, Theorem 1 and Corollary 1).
@@ -168,19 +153,9 @@ def euclidean_bound(
 
 
 def modified_euclidean_bound(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    iters: int = 100,
-    tol: float = 1e-5,
-    generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+    attribution: str = "saliency", beta: float | None = None, output: str = "logit", ig_steps: int = 50,
+    ig_rule: str = "right", iters: int = 100, tol: float = 1e-5, generator: torch.Generator | None = None,
 ) -> ModifiedBound:
     """Modified Euclidean bound ``T'_e = c * xi_max * eps`` (paper 004, Theorem 3 and Eq. 39), l2 ball.
 
@@ -207,18 +182,9 @@ def modified_euclidean_bound(
 
 
 def linf_bound(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    chunk: int | None = None,
-    max_features: int | None = 16384,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+    attribution: str = "saliency", beta: float | None = None, output: str = "logit", ig_steps: int = 50,
+    ig_rule: str = "right", chunk: int | None = None, max_features: int | None = 16384,
 ) -> torch.Tensor:
     """l_inf upper bound ``eps * sqrt(sum_ij |P_ij|)``, ``P = H H^T = J^T J`` (paper 004, Theorem 2, Eq. 7).
 
@@ -289,23 +255,10 @@ def cosine_from_euclidean(t: torch.Tensor, attribution_norm: torch.Tensor) -> to
 
 
 def cosine_bound(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    bound: str = "euclidean",
-    degrees: bool = False,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    iters: int = 100,
-    tol: float = 1e-5,
-    chunk: int | None = None,
-    max_features: int | None = 16384,
-    generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+    bound: str = "euclidean", degrees: bool = False, attribution: str = "saliency", beta: float | None = None,
+    output: str = "logit", ig_steps: int = 50, ig_rule: str = "right", iters: int = 100, tol: float = 1e-5,
+    chunk: int | None = None, max_features: int | None = 16384, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Cosine-distance bound ``T_c`` (paper 004, Corollary 2, Eq. 10) from a Euclidean bound ``T``.
 
@@ -333,15 +286,8 @@ def cosine_bound(
 
 
 def local_linearity_eta(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    delta: torch.Tensor,
-    *,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *,
+    attribution: str = "saliency", beta: float | None = None, output: str = "logit", ig_steps: int = 50,
     ig_rule: str = "right",
 ) -> torch.Tensor:
     """Local-linearity gap ``eta(x, delta) = ||g^y(x + delta) - g^y(x) - J delta||_2`` (paper 004, appendix B.1).

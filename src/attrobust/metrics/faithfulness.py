@@ -5,7 +5,8 @@ the model quickly, removing the least relevant ones first (LeRF) slowly.
 
 - :func:`road` -- "Remove And Debias" (Rong et al. 2022, "A Consistent and Efficient Evaluation Strategy for
   Attribution Methods"): removed pixels are filled by :func:`noisy_linear_impute` so that the perturbed images
-  leak no information about *which* pixels were removed; the area under the curve follows paper 003
+  leak no information about *which* pixels were removed (the imputation lives in
+  :mod:`attrobust.metrics.imputation` and is re-exported here); the area under the curve follows paper 003
   (feature-map smoothing), section 4.1.
 - :func:`deletion` and :func:`insertion` (Petsiuk et al. 2018, RISE): removed pixels set to a baseline value, or
   pixels inserted into a baseline (by default a blurred copy of the image) in order of relevance.
@@ -205,18 +206,9 @@ def _trapezoid(values: torch.Tensor, fractions: tuple[float, ...]) -> torch.Tens
 
 
 def road(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    maps: torch.Tensor,
-    *,
-    order: str = "morf",
-    fractions: Sequence[float] = ROAD_FRACTIONS,
-    imputation: str = "noisy_linear",
-    noise: float = 0.01,
-    output: str = "accuracy",
-    auc: str = "paper",
-    value: float = 0.0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
+    order: str = "morf", fractions: Sequence[float] = ROAD_FRACTIONS, imputation: str = "noisy_linear",
+    noise: float = 0.01, output: str = "accuracy", auc: str = "paper", value: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> PerturbationCurve:
     """ROAD, Remove And Debias (Rong et al. 2022), as paper 003 (section 4.1, appendix I.3) uses it.
@@ -302,17 +294,9 @@ def _baseline_image(x: torch.Tensor, baseline: float | str | torch.Tensor, kerne
 
 
 def deletion(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    maps: torch.Tensor,
-    *,
-    order: str = "morf",
-    fractions: Sequence[float] = CURVE_FRACTIONS,
-    baseline: float | str | torch.Tensor = 0.0,
-    output: str = "probability",
-    blur_kernel: int = 11,
-    blur_sigma: float = 5.0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
+    order: str = "morf", fractions: Sequence[float] = CURVE_FRACTIONS, baseline: float | str | torch.Tensor = 0.0,
+    output: str = "probability", blur_kernel: int = 11, blur_sigma: float = 5.0,
 ) -> PerturbationCurve:
     """Deletion curve (Petsiuk et al. 2018): replace the pixels ranked first by ``maps`` with a baseline.
 
@@ -334,17 +318,9 @@ def deletion(
 # The signature repeats deletion's on purpose: the two public curves state every keyword option with its own
 # default (baseline 0 vs "blur"); their one implementation is ``_rise``.
 def insertion(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    maps: torch.Tensor,
-    *,
-    order: str = "morf",
-    fractions: Sequence[float] = CURVE_FRACTIONS,
-    baseline: float | str | torch.Tensor = "blur",
-    output: str = "probability",
-    blur_kernel: int = 11,
-    blur_sigma: float = 5.0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
+    order: str = "morf", fractions: Sequence[float] = CURVE_FRACTIONS, baseline: float | str | torch.Tensor = "blur",
+    output: str = "probability", blur_kernel: int = 11, blur_sigma: float = 5.0,
 ) -> PerturbationCurve:
     """Insertion curve (Petsiuk et al. 2018): insert the pixels ranked first by ``maps`` into a baseline image.
 

@@ -23,7 +23,7 @@ from attrobust.metrics.accuracy import accuracy
 
 
 def _grayscale(maps: torch.Tensor) -> torch.Tensor:
-    check_maps(maps, "maps", {4: "attributions (N, C, H, W)", 3: "maps (N, H, W)"})
+    check_maps(maps, "maps", {4: "shape (N, C, H, W)", 3: "(N, H, W)"})
     g = maps.detach().abs()
     return g.sum(1) if g.dim() == 4 else g
 

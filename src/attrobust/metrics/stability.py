@@ -106,19 +106,9 @@ def _relative(diff: torch.Tensor, ref: torch.Tensor, eps_min: float) -> torch.Te
 
 
 def relative_stability(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    explain: Explainer | str,
-    *,
-    against: str = "input",
-    layer: str | nn.Module | None = None,
-    relative: bool | None = None,
-    n_samples: int = 10,
-    noise: float = 0.05,
-    eps_min: float = 1e-6,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain: Explainer | str, *,
+    against: str = "input", layer: str | nn.Module | None = None, relative: bool | None = None, n_samples: int = 10,
+    noise: float = 0.05, eps_min: float = 1e-6, p: float = 2.0, generator: torch.Generator | None = None,
     perturbations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Worst relative change of the attribution over label-preserving neighbours, relative to a reference change.
@@ -235,17 +225,9 @@ def _worst_ratio(
 
 
 def ris(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    explain: Explainer | str,
-    *,
-    n_samples: int = 10,
-    noise: float = 0.05,
-    eps_min: float = 1e-6,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
-    perturbations: torch.Tensor | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain: Explainer | str, *,
+    n_samples: int = 10, noise: float = 0.05, eps_min: float = 1e-6, p: float = 2.0,
+    generator: torch.Generator | None = None, perturbations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relative input stability (eq. 40): :func:`relative_stability` with ``against="input"``; ``(N,)``, lower is
     more stable. ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; see :func:`relative_stability`."""
@@ -256,18 +238,9 @@ def ris(
 
 
 def ros(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    explain: Explainer | str,
-    *,
-    relative: bool = False,
-    n_samples: int = 10,
-    noise: float = 0.05,
-    eps_min: float = 1e-6,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
-    perturbations: torch.Tensor | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain: Explainer | str, *,
+    relative: bool = False, n_samples: int = 10, noise: float = 0.05, eps_min: float = 1e-6, p: float = 2.0,
+    generator: torch.Generator | None = None, perturbations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relative output stability (eq. 42): :func:`relative_stability` with ``against="output"`` (logit change,
     ``relative=True`` divides it by the logits); ``(N,)``, lower is more stable. ``x`` ``(N, C, H, W)`` in
@@ -279,19 +252,9 @@ def ros(
 
 
 def rrs(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    explain: Explainer | str,
-    *,
-    layer: str | nn.Module,
-    relative: bool = True,
-    n_samples: int = 10,
-    noise: float = 0.05,
-    eps_min: float = 1e-6,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
-    perturbations: torch.Tensor | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain: Explainer | str, *,
+    layer: str | nn.Module, relative: bool = True, n_samples: int = 10, noise: float = 0.05, eps_min: float = 1e-6,
+    p: float = 2.0, generator: torch.Generator | None = None, perturbations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relative representation stability (eq. 41): :func:`relative_stability` with ``against="representation"``
     on the output of ``layer`` (read with a forward hook); ``(N,)``, lower is more stable. ``x`` ``(N, C, H, W)``
