@@ -104,25 +104,11 @@ def _dissimilarity(
 
 
 def ifia(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    k: int,
-    eps: float,
-    step_size: float,
-    steps: int,
-    attribution: str = "ig",
-    beta: float | None = None,
-    dissimilarity: str = "topk",
-    ig_steps: int = 50,
-    attribution_options: dict | None = None,
-    restarts: int = 1,
-    random_start: bool = False,
-    select_by: str = "kendall",
-    generator: torch.Generator | None = None,
-    mode: str = "eval",
-    progress: bool = False,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+    k: int, eps: float, step_size: float, steps: int, attribution: str = "ig", beta: float | None = None,
+    dissimilarity: str = "topk", ig_steps: int = 50, attribution_options: dict | None = None, restarts: int = 1,
+    random_start: bool = False, select_by: str = "kendall", generator: torch.Generator | None = None,
+    mode: str = "eval", progress: bool = False,
 ) -> IFIAResult:
     """Iterative feature-importance attack (Ghorbani et al. 2019), batched over examples.
 

@@ -67,25 +67,10 @@ def shuffled_targets(maps: torch.Tensor, generator: torch.Generator | None = Non
 
 
 def targeted_manipulation(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target_map: torch.Tensor | str = "shuffle",
-    *,
-    attribution: str = "saliency",
-    ig_steps: int = 10,
-    steps: int = 300,
-    lr: float = 1e-3,
-    weight_map: float = 1.0,
-    weight_out: float = 10.0,
-    beta_start: float = 10.0,
-    beta_end: float = 100.0,
-    eps: float | None = None,
-    k: int = 100,
-    restarts: int = 1,
-    generator: torch.Generator | None = None,
-    mode: str = "eval",
-    progress: bool = False,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target_map: torch.Tensor | str = "shuffle", *,
+    attribution: str = "saliency", ig_steps: int = 10, steps: int = 300, lr: float = 1e-3, weight_map: float = 1.0,
+    weight_out: float = 10.0, beta_start: float = 10.0, beta_end: float = 100.0, eps: float | None = None, k: int = 100,
+    restarts: int = 1, generator: torch.Generator | None = None, mode: str = "eval", progress: bool = False,
 ) -> ManipulationResult:
     """Push each example's attribution map towards a target map while keeping the model's output.
 
