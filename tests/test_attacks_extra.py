@@ -122,3 +122,18 @@ def test_transfer_crafts_on_source_and_judges_on_target(trained):
     torch.testing.assert_close(by_fn.x_adv, cw_linf(source, x, y, random_start=False, **kw))
     with pytest.raises(ValueError, match="attack: expected one of 'pgd', 'fgsm', 'cw_linf', 'spsa', got 'ifia'"):
         transfer(source, target, x, y, attack="ifia", **kw)
+
+
+def test_best_keeps_the_lowest_allowed_score_and_its_values():
+    from attrobust.attacks.selection import Best
+
+    none = torch.full((3,), -1, dtype=torch.int64)
+    best = Best.start(3, torch.device("cpu"), x=torch.zeros(3, 2), step=none)
+    changed = best.update(torch.tensor([0.5, 0.2, 0.9]), torch.tensor([True, False, True]), x=torch.ones(3, 2), step=1)
+    assert changed.tolist() == [True, False, True]
+    allowed = torch.tensor([True, True, True])
+    changed = best.update(torch.tensor([0.7, 0.1, 0.3]), allowed, x=2 * torch.ones(3, 2), step=2)
+    assert changed.tolist() == [False, True, True]  # a higher score (0.7 > 0.5) never replaces the kept one
+    assert best.score.tolist() == pytest.approx([0.5, 0.1, 0.3])
+    assert best["step"].tolist() == [1, 2, 2]
+    assert best["x"][:, 0].tolist() == [1.0, 2.0, 2.0]

@@ -359,3 +359,42 @@ def test_layer_ig_input_path_completeness():
         a = layer_integrated_gradients(model, x, y, layer="2", steps=128, rule=rule, path="input")
         assert a.shape == (3, 6, 4, 4)
         torch.testing.assert_close(a.flatten(1).sum(1), gap, atol=2e-2 * float(gap.abs().max()), rtol=0)
+
+
+def test_explainer_binds_options_and_ig_steps_only_for_integrated_gradients(tiny_cnn, tiny_batch):
+    from attrobust.attributions import explainer, get_attribution
+
+    x, y = tiny_batch
+    for name in ("ig", "integrated_gradients"):
+        fn = explainer(name, ig_steps=3)
+        assert torch.equal(fn(tiny_cnn, x, y), integrated_gradients(tiny_cnn, x, y, steps=3))
+    five = integrated_gradients(tiny_cnn, x, y, steps=5)
+    assert torch.equal(explainer("ig", ig_steps=3, steps=5)(tiny_cnn, x, y), five)  # explicit steps win
+    assert explainer("saliency", ig_steps=3) is saliency
+    assert explainer("grad_cam") is get_attribution("grad_cam")
+    sg = explainer("smoothgrad", ig_steps=3, n=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sg(tiny_cnn, x, y), smoothgrad(tiny_cnn, x, y, n=2, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="unknown attribution"):
+        explainer("salency")
+    with pytest.raises(ValueError, match="method"):
+        explainer(3)
+
+
+def test_explainer_any_range_and_checked(tiny_cnn, tiny_batch):
+    from attrobust.attributions import explainer, gradient
+
+    x, y = tiny_batch
+    wide = 2 * x - 0.5  # outside [0, 1] on purpose
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        saliency(tiny_cnn, wide, y)
+    assert torch.equal(explainer("saliency", any_range=True)(tiny_cnn, wide, y), gradient(tiny_cnn, wide, y))
+    ig = explainer("integrated_gradients", any_range=True, steps=4)
+    assert torch.equal(ig(tiny_cnn, x, y), integrated_gradients(tiny_cnn, x, y, steps=4))
+    assert ig(tiny_cnn, wide, y).shape == x.shape
+    with pytest.raises(ValueError, match="any_range"):
+        explainer("grad_cam", any_range=True)
+    checked = explainer(lambda m, xx, yy: xx[:1], checked=True)
+    with pytest.raises(ValueError, match=r"explain: expected attributions of shape \(5, ...\)"):
+        checked(tiny_cnn, x, y)
+    with pytest.raises(ValueError, match="finite"):
+        explainer(lambda m, xx, yy: xx / 0.0, checked=True)(tiny_cnn, x, y)

@@ -29,12 +29,7 @@ def check_images(x: object, name: str = "x", *, allow_empty: bool = False) -> to
 
     Returns ``x`` unchanged so the call can be used inline.
     """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name}: expected shape (N, C, H, W) (4 dims), got {tuple(x.shape)} ({x.dim()} dims)")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    check_nchw(x, name)
     if x.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name}: expected a non-empty batch (N >= 1), got shape {tuple(x.shape)}")
     if x.numel() == 0:
@@ -44,6 +39,41 @@ def check_images(x: object, name: str = "x", *, allow_empty: bool = False) -> to
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name}: expected pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
     return x
+
+
+def check_nchw(t: object, name: str) -> torch.Tensor:
+    """Validate a floating-point tensor ``(N, C, H, W)`` (images or attributions; values unchecked); returns it."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(f"{name}: expected shape (N, C, H, W) (4 dims), got {tuple(t.shape)} ({t.dim()} dims)")
+    if not t.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    return t
+
+
+def check_map_tensor(t: object, name: str, kinds: dict[int, str], *, real: bool = False) -> torch.Tensor:
+    """Validate a tensor of maps whose number of dims is a key of ``kinds`` (dims -> what such a tensor holds, e.g.
+    ``{2: "maps (N, D)", 4: "attributions (N, C, H, W)"}``) and whose dtype is floating point (``real=True``: any
+    real dtype, integers included); values are unchecked. Returns it."""
+    shapes = " or ".join(kind[kind.index("(") :] for kind in kinds.values())
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor of shape {shapes}, got {type(t).__name__}")
+    if t.dim() not in kinds:
+        raise ValueError(f"{name}: expected {' or '.join(kinds.values())}, got shape {tuple(t.shape)}")
+    if real and (t.dtype == torch.bool or t.is_complex()):
+        raise ValueError(f"{name}: expected a real-valued tensor, got dtype {t.dtype}")
+    if not real and not t.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    return t
+
+
+def check_maps(t: object, name: str, kinds: dict[int, str]) -> torch.Tensor:
+    """:func:`check_map_tensor` (floating point) plus a non-empty batch of non-empty maps with finite values."""
+    check_map_tensor(t, name, kinds)
+    if t.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty batch of non-empty maps, got shape {tuple(t.shape)}")
+    return check_finite(t, name)
 
 
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -102,6 +132,17 @@ def check_labels(y: object, n: int, num_classes: int | None = None, name: str = 
             f"for a model with {num_classes} outputs"
         )
     return y
+
+
+def check_model_batch(model: object, x: object, y: object) -> None:
+    """Validate a classifier and a labelled batch: an ``nn.Module``, images ``x`` as :func:`check_images`, labels
+    ``y`` int64 ``(N,)`` on ``x``'s device."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_images(x)
+    check_labels(y, x.shape[0])
+    if y.device != x.device:
+        raise ValueError(f"x, y: expected tensors on the same device, got {x.device} and {y.device}")
 
 
 def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:

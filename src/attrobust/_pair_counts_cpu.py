@@ -190,6 +190,11 @@ def _radix_hi(src, dst, hist, d):
     return src, dst
 
 
+# Deliberate twin of ``_rows`` (the repeated tie / inversion sweep is the one copy-paste pair kept in this file):
+# the two kernels read the same counts from different layouts (separate order and rank arrays there, key and rank
+# packed in one int64 here), and the sweep is the innermost loop of the Kendall kernel; a shared numba helper
+# would take per-element accessors or a copy into one layout, i.e. the gather or the extra pass that the packed
+# layout exists to avoid. Both are tested against each other, against the torch version and against scipy.
 @_jit
 def _rows32(xa, xb, float_a, float_b, out, lo, hi):
     """:func:`_rows` for 32-bit inputs: each element travels as one int64, its key in the upper half and its index

@@ -1,7 +1,9 @@
 """Ranking kernels shared by attacks (step selection) and metrics: saliency maps, top-k intersection, Kendall tau-b.
 
-They live below both layers so that attacks can judge their steps without importing ``metrics``; the public
-names are re-exported by :mod:`attrobust.metrics.similarity`.
+They live below both layers so that attacks can judge their steps without importing ``metrics``; the metrics
+are re-exported by :mod:`attrobust.metrics.similarity`, which also builds on the public helpers here
+(:func:`as_maps`, :func:`check_map_pair`, :func:`by_chunks`, :func:`pair_counts`, :func:`order_keys`,
+:func:`run_starts`, :func:`result_dtype`); underscore names are this module's own.
 
 Tensor contract: attributions are float tensors ``(N, C, H, W)`` of the input's shape; ranking metrics work on
 maps ``(N, D)`` obtained with :func:`saliency_map` (|a| summed over channels, flattened, ``D = H * W``). Every
@@ -15,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from attrobust._checks import check_k, check_same_shape
+from attrobust._checks import check_k, check_map_tensor, check_nchw, check_same_shape
 from attrobust._pair_counts_cpu import pair_counts as pair_counts_cpu
 
 # Elements (rows x D) that ``kendall_tau`` handles together: chunks bound the memory for any N. On the CPU the
@@ -33,27 +35,12 @@ def saliency_map(a: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor ``(N, H * W)`` of the same dtype and device; differentiable with respect to ``a``.
     """
-    if not isinstance(a, torch.Tensor):
-        raise ValueError(f"a: expected a torch.Tensor of shape (N, C, H, W), got {type(a).__name__}")
-    if a.dim() != 4:
-        raise ValueError(f"a: expected shape (N, C, H, W) (4 dims), got {tuple(a.shape)} ({a.dim()} dims)")
-    if not a.is_floating_point():
-        raise ValueError(f"a: expected a floating-point tensor, got dtype {a.dtype}")
-    return a.abs().sum(1).flatten(1)
+    return check_nchw(a, "a").abs().sum(1).flatten(1)
 
 
-def _as_maps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def as_maps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a pair of maps ``(N, D)`` or attributions ``(N, C, H, W)`` and return maps ``(N, D)``."""
-    for name, t in (("a", a), ("b", b)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor of shape (N, D) or (N, C, H, W), got {type(t)}")
-        if t.dim() not in (2, 4):
-            raise ValueError(f"{name}: expected maps (N, D) or attributions (N, C, H, W), got shape {tuple(t.shape)}")
-        if t.dtype == torch.bool or t.is_complex():
-            raise ValueError(f"{name}: expected a real-valued tensor, got dtype {t.dtype}")
-    check_same_shape(a, b)
-    if a.device != b.device:
-        raise ValueError(f"a, b: expected tensors on the same device, got {a.device} and {b.device}")
+    check_map_pair(a, b, {2: "maps (N, D)", 4: "attributions (N, C, H, W)"})
     if a.dim() == 4:
         a, b = saliency_map(a), saliency_map(b)
     if a.shape[0] == 0 or a.shape[1] == 0:
@@ -76,9 +63,19 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def _result_dtype(t: torch.Tensor) -> torch.dtype:
+def result_dtype(t: torch.Tensor) -> torch.dtype:
     """float64 inputs give float64 results; every other dtype gives float32."""
     return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def check_map_pair(a: object, b: object, kinds: dict[int, str]) -> None:
+    """Validate two real-valued tensors of maps (``kinds`` as in ``check_map_tensor``) of the same shape and
+    device."""
+    check_map_tensor(a, "a", kinds, real=True)
+    check_map_tensor(b, "b", kinds, real=True)
+    check_same_shape(a, b)
+    if a.device != b.device:
+        raise ValueError(f"a, b: expected tensors on the same device, got {a.device} and {b.device}")
 
 
 def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
@@ -97,17 +94,17 @@ def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     Ties at the k-th largest value are resolved by ``torch.topk``, which picks one of the tied features; the
     choice is deterministic for a given input and device but otherwise unspecified.
     """
-    a, b = _as_maps(a, b)
+    a, b = as_maps(a, b)
     check_k(k, a.shape[1])
     with torch.no_grad():
         top_a = a.topk(k, dim=1).indices
         top_b = b.topk(k, dim=1).indices
         in_a = torch.zeros(a.shape, dtype=torch.bool, device=a.device).scatter_(1, top_a, True)
         shared = in_a.gather(1, top_b).sum(1)
-    return shared.to(_result_dtype(a)) / k
+    return shared.to(result_dtype(a)) / k
 
 
-def _order_keys(t: torch.Tensor) -> torch.Tensor:
+def order_keys(t: torch.Tensor) -> torch.Tensor:
     """Integer tensor with the order and the ties of ``t`` (integer sorts are faster than float sorts).
 
     Floats are mapped through their IEEE-754 bits: non-negative values keep their bits, negative ones get the
@@ -124,7 +121,7 @@ def _order_keys(t: torch.Tensor) -> torch.Tensor:
     return raw ^ ((raw >> (bits - 1)) & ((1 << (bits - 1)) - 1))
 
 
-def _run_starts(sorted_rows: torch.Tensor) -> torch.Tensor:
+def run_starts(sorted_rows: torch.Tensor) -> torch.Tensor:
     """Boolean ``(n, D)``: True where a row-sorted tensor starts a run of equal values."""
     new_run = torch.ones(sorted_rows.shape, dtype=torch.bool, device=sorted_rows.device)
     new_run[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
@@ -191,7 +188,7 @@ def _count_inversions(v: torch.Tensor) -> torch.Tensor:
     return inversions
 
 
-def _pair_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def pair_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Exact pair counts of each row pair of two ``(n, D)`` maps, each an int64 tensor ``(n,)``.
 
     Returns ``(n0, n1, n2, n3, n_d)``: all pairs ``D (D - 1) / 2``, pairs tied in ``a``, tied in ``b``, tied in
@@ -204,16 +201,16 @@ def _pair_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _pair_counts_torch(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """:func:`_pair_counts` with vectorised torch operations over the whole batch (any device)."""
+    """:func:`pair_counts` with vectorised torch operations over the whole batch (any device)."""
     d = a.shape[1]
     # Sort on b and take its dense ranks, then sort stably on a: the order is lexicographic in (a, b).
-    b_sorted, perm = _order_keys(b).sort(dim=1)
-    new_b = _run_starts(b_sorted)
+    b_sorted, perm = order_keys(b).sort(dim=1)
+    new_b = run_starts(b_sorted)
     rank_b = new_b.cumsum(1) - 1
-    a_sorted, perm = _order_keys(a).gather(1, perm).sort(dim=1, stable=True)
+    a_sorted, perm = order_keys(a).gather(1, perm).sort(dim=1, stable=True)
     rank_b = rank_b.gather(1, perm)
-    new_a = _run_starts(a_sorted)
-    new_joint = _run_starts(rank_b) | new_a
+    new_a = run_starts(a_sorted)
+    new_joint = run_starts(rank_b) | new_a
 
     ties_a = _tied_pairs(new_a)
     ties_b = _tied_pairs(new_b)
@@ -226,7 +223,7 @@ def _pair_counts_torch(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, 
 
 def _kendall_chunk(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Kendall tau-b (float64) of each row pair of two ``(n, D)`` maps; see :func:`kendall_tau`."""
-    total, ties_a, ties_b, ties_joint, discordant = _pair_counts(a, b)
+    total, ties_a, ties_b, ties_joint, discordant = pair_counts(a, b)
     numerator = (total - ties_a - ties_b + ties_joint - 2 * discordant).double()
     denominator_a = (total - ties_a).double()
     denominator_b = (total - ties_b).double()
@@ -256,11 +253,11 @@ def kendall_tau(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Complexity: O(D log D) work per row and O(D) memory; rows are processed in chunks, so memory stays bounded
     for any batch size.
     """
-    a, b = _as_maps(a, b)
-    return _by_chunks(_kendall_chunk, a, b).to(_result_dtype(a))
+    a, b = as_maps(a, b)
+    return by_chunks(_kendall_chunk, a, b).to(result_dtype(a))
 
 
-def _by_chunks(
+def by_chunks(
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: torch.Tensor, b: torch.Tensor
 ) -> torch.Tensor:
     """Apply a row-wise pair kernel ``fn`` to validated maps ``(N, D)`` in row chunks (bounded memory), no autograd."""

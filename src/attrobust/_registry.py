@@ -6,7 +6,7 @@ reported with the fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
@@ -22,9 +22,12 @@ class Registry(Generic[T]):
     6
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, entries: Mapping[str, T] | None = None) -> None:
+        """An empty table of ``kind`` (the word used in error messages), or one holding ``entries``."""
         self.kind = kind
         self._table: dict[str, T] = {}
+        for name, fn in (entries or {}).items():
+            self.register(name)(fn)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator adding ``fn`` under ``name``; registering a name twice is an error."""

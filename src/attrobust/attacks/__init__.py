@@ -2,6 +2,13 @@
 plus the common corruptions.
 
 Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, budgets in pixel units.
+
+The house: ``pgd.py`` (the one projected-gradient loop, projection, random start, model mode),
+``adversarial.py`` (PGD, FGSM, CW-l_inf, SPSA, transfer), ``attribution.py`` (IFIA), ``targeted.py`` (targeted
+manipulation), ``selection.py`` (:class:`~attrobust.attacks.selection.Best`, the keep-the-best bookkeeping both
+attribution attacks share) and ``corruptions.py``. Attacks import ``attrobust._checks``, ``_ranking``,
+``attributions`` (methods resolved with :func:`~attrobust.attributions.explainer`) and ``models``, never
+``metrics``.
 """
 
 from __future__ import annotations
@@ -16,14 +23,10 @@ from .corruptions import CORRUPTIONS, corrupt
 from .pgd import model_mode, pgd_loop, project, random_point
 from .targeted import ManipulationResult, shuffled_targets, targeted_manipulation
 
-ATTACKS: Registry[Callable[..., Any]] = Registry("attack")
-ATTACKS.register("pgd")(pgd)
-ATTACKS.register("fgsm")(fgsm)
-ATTACKS.register("cw_linf")(cw_linf)
-ATTACKS.register("spsa")(spsa)
-ATTACKS.register("transfer")(transfer)
-ATTACKS.register("ifia")(ifia)
-ATTACKS.register("targeted_manipulation")(targeted_manipulation)
+ATTACKS: Registry[Callable[..., Any]] = Registry("attack", {
+    "pgd": pgd, "fgsm": fgsm, "cw_linf": cw_linf, "spsa": spsa, "transfer": transfer,
+    "ifia": ifia, "targeted_manipulation": targeted_manipulation,
+})  # fmt: skip
 
 __all__ = [
     "ATTACKS",

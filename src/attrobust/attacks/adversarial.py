@@ -19,19 +19,9 @@ from .pgd import model_mode, pgd_loop, project, random_point
 
 
 def pgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    step_size: float,
-    steps: int,
-    norm: str = "linf",
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-    mode: str = "eval",
-    loss: str = "ce",
-    kappa: float = 0.0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+    eps: float, step_size: float, steps: int, norm: str = "linf", random_start: bool = True,
+    generator: torch.Generator | None = None, mode: str = "eval", loss: str = "ce", kappa: float = 0.0,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018), ``(N, C, H, W)``.
 
@@ -62,12 +52,8 @@ def pgd(
 
 
 def fgsm(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    mode: str = "eval",
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+    eps: float, mode: str = "eval",
 ) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): one signed step of size ``eps``, ``(N, C, H, W)``."""
     return pgd(model, x, y, eps=eps, step_size=eps, steps=1, random_start=False, mode=mode)
@@ -85,17 +71,9 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = float("inf
 
 
 def cw_linf(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    step_size: float,
-    steps: int,
-    kappa: float = 0.0,
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-    mode: str = "eval",
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+    eps: float, step_size: float, steps: int, kappa: float = 0.0, random_start: bool = True,
+    generator: torch.Generator | None = None, mode: str = "eval",
 ) -> torch.Tensor:
     """PGD l_inf on the Carlini-Wagner margin loss (Carlini & Wagner 2017), ``(N, C, H, W)`` in [0, 1].
 
@@ -111,18 +89,9 @@ def cw_linf(
 
 
 def spsa(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    step_size: float = 0.01,
-    steps: int = 20,
-    n_samples: int = 32,
-    delta: float = 0.01,
-    betas: tuple[float, float] = (0.9, 0.999),
-    generator: torch.Generator | None = None,
-    mode: str = "eval",
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+    eps: float, step_size: float = 0.01, steps: int = 20, n_samples: int = 32, delta: float = 0.01,
+    betas: tuple[float, float] = (0.9, 0.999), generator: torch.Generator | None = None, mode: str = "eval",
 ) -> torch.Tensor:
     """Gradient-free SPSA attack (Uesato et al. 2018) on the l_inf ``eps`` ball, ``(N, C, H, W)`` in [0, 1].
 

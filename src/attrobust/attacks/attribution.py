@@ -6,7 +6,6 @@ are in pixel units; maps for ranking are ``saliency_map(a)`` = ``|a|`` summed ov
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,9 +24,10 @@ from .._checks import (
     warn_if_training,
 )
 from .._ranking import kendall_tau, saliency_map, topk_intersection
-from ..attributions import get_attribution, integrated_gradients
+from ..attributions import explainer
 from ..models import softplus
 from .pgd import model_mode, pgd_loop, random_point
+from .selection import Best
 
 DISSIMILARITIES = ("topk", "mass_center", "random")
 SELECT_BY = ("kendall", "topk")
@@ -56,11 +56,9 @@ class IFIAResult:
 
 
 def _attribution_fn(name: str, ig_steps: int, options: dict | None) -> Callable[..., torch.Tensor]:
-    fn = get_attribution(name)
-    kwargs = dict(options or {})
-    if fn is integrated_gradients:
-        kwargs.setdefault("steps", ig_steps)
-    return functools.partial(fn, **kwargs)
+    """Deprecated: ``attrobust.attributions.explainer(name, ig_steps=ig_steps, **options)`` (kept for callers of
+    the former private helper)."""
+    return explainer(name, ig_steps=ig_steps, **(options or {}))
 
 
 def _centre(m: torch.Tensor, width: int) -> torch.Tensor:
@@ -106,25 +104,11 @@ def _dissimilarity(
 
 
 def ifia(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    k: int,
-    eps: float,
-    step_size: float,
-    steps: int,
-    attribution: str = "ig",
-    beta: float | None = None,
-    dissimilarity: str = "topk",
-    ig_steps: int = 50,
-    attribution_options: dict | None = None,
-    restarts: int = 1,
-    random_start: bool = False,
-    select_by: str = "kendall",
-    generator: torch.Generator | None = None,
-    mode: str = "eval",
-    progress: bool = False,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+    k: int, eps: float, step_size: float, steps: int, attribution: str = "ig", beta: float | None = None,
+    dissimilarity: str = "topk", ig_steps: int = 50, attribution_options: dict | None = None, restarts: int = 1,
+    random_start: bool = False, select_by: str = "kendall", generator: torch.Generator | None = None,
+    mode: str = "eval", progress: bool = False,
 ) -> IFIAResult:
     """Iterative feature-importance attack (Ghorbani et al. 2019), batched over examples.
 
@@ -143,8 +127,7 @@ def ifia(
     per-example tensors.
     """
     check_images(x)
-    n = x.shape[0]
-    check_labels(y, n)
+    check_labels(y, x.shape[0])
     check_choice(dissimilarity, "dissimilarity", DISSIMILARITIES)
     check_choice(select_by, "select_by", SELECT_BY)
     check_k(k, x.shape[2] * x.shape[3])
@@ -155,23 +138,16 @@ def ifia(
         check_positive(step_size, "step_size (with eps > 0)")
     check_int(restarts, "restarts")
     warn_if_training(model)
-    attr = _attribution_fn(attribution, ig_steps, attribution_options)
+    attr = explainer(attribution, ig_steps=ig_steps, **(attribution_options or {}))
 
     with model_mode(model, mode):
         surrogate = model if beta is None else softplus(model, beta)
         clean_map = saliency_map(attr(model, x, y))
         top_idx = clean_map.topk(k, dim=1).indices
-        best = {
-            "score": torch.full((n,), float("inf"), device=x.device),
-            "x_adv": x.detach().clone(),
-            "topk": torch.ones(n, device=x.device),
-            "kendall": torch.ones(n, device=x.device),
-            "step": torch.full((n,), -1, dtype=torch.int64, device=x.device),
-            "restart": torch.full((n,), -1, dtype=torch.int64, device=x.device),
-        }
-
         objective = _dissimilarity(dissimilarity, attr, surrogate, y, clean_map, top_idx, x.shape[-1], generator)
-
+        n, ones = x.shape[0], torch.ones(x.shape[0], device=x.device)
+        none = torch.full((n,), -1, dtype=torch.int64, device=x.device)  # step and restart: none selected
+        best = Best.start(n, x.device, x_adv=x.detach().clone(), topk=ones, kendall=ones, step=none, restart=none)
         bar = tqdm(total=restarts * steps, desc="IFIA", disable=not progress, leave=False)
         for r in range(restarts):
 
@@ -179,25 +155,13 @@ def ifia(
                 with torch.no_grad():
                     keeps_label = model(x_t).argmax(1) == y
                 m_t = saliency_map(attr(model, x_t, y))
-                tk = topk_intersection(clean_map, m_t, k).to(best["topk"].dtype)
-                kd = kendall_tau(clean_map, m_t).to(best["kendall"].dtype)
-                better = keeps_label & ((kd if select_by == "kendall" else tk) < best["score"])
-                for key, value in (("score", kd if select_by == "kendall" else tk), ("topk", tk), ("kendall", kd)):
-                    best[key] = torch.where(better, value, best[key])
-                best["x_adv"] = torch.where(better.view(-1, 1, 1, 1), x_t, best["x_adv"])
-                best["step"] = torch.where(better, torch.full_like(best["step"], t), best["step"])
-                best["restart"] = torch.where(better, torch.full_like(best["restart"], r), best["restart"])
+                tk = topk_intersection(clean_map, m_t, k).to(ones.dtype)
+                kd = kendall_tau(clean_map, m_t).to(ones.dtype)
+                score = kd if select_by == "kendall" else tk
+                best.update(score, keeps_label, topk=tk, kendall=kd, x_adv=x_t, step=t, restart=r)
                 bar.update(1)
 
             start = random_point(x, eps, "linf", generator) if (random_start or r > 0) else None
             pgd_loop(objective, x, eps=eps, step_size=step_size, steps=steps, x_init=start, callback=judge)
         bar.close()
-
-    return IFIAResult(
-        x_adv=best["x_adv"],
-        topk=best["topk"],
-        kendall=best["kendall"],
-        valid=best["step"] >= 0,
-        step=best["step"],
-        restart=best["restart"],
-    )
+    return IFIAResult(valid=best["step"] >= 0, **best.kept)

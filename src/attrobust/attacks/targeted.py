@@ -7,6 +7,7 @@ target maps are ``(N, H*W)`` saliency maps (or ``(N, C, H, W)`` attributions, re
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +17,10 @@ from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_images, check_int, check_labels, check_positive, warn_if_training
 from .._ranking import kendall_tau, saliency_map, topk_intersection
-from ..attributions import grad_of
+from ..attributions import explainer, grad_of
 from ..models import softplus
-from .attribution import _attribution_fn
 from .pgd import model_mode, project
+from .selection import Best
 
 TARGETS = ("shuffle",)
 
@@ -66,25 +67,10 @@ def shuffled_targets(maps: torch.Tensor, generator: torch.Generator | None = Non
 
 
 def targeted_manipulation(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target_map: torch.Tensor | str = "shuffle",
-    *,
-    attribution: str = "saliency",
-    ig_steps: int = 10,
-    steps: int = 300,
-    lr: float = 1e-3,
-    weight_map: float = 1.0,
-    weight_out: float = 10.0,
-    beta_start: float = 10.0,
-    beta_end: float = 100.0,
-    eps: float | None = None,
-    k: int = 100,
-    restarts: int = 1,
-    generator: torch.Generator | None = None,
-    mode: str = "eval",
-    progress: bool = False,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target_map: torch.Tensor | str = "shuffle", *,
+    attribution: str = "saliency", ig_steps: int = 10, steps: int = 300, lr: float = 1e-3, weight_map: float = 1.0,
+    weight_out: float = 10.0, beta_start: float = 10.0, beta_end: float = 100.0, eps: float | None = None, k: int = 100,
+    restarts: int = 1, generator: torch.Generator | None = None, mode: str = "eval", progress: bool = False,
 ) -> ManipulationResult:
     """Push each example's attribution map towards a target map while keeping the model's output.
 
@@ -101,8 +87,7 @@ def targeted_manipulation(
     :class:`ManipulationResult` of per-example tensors.
     """
     check_images(x)
-    n = x.shape[0]
-    check_labels(y, n)
+    check_labels(y, x.shape[0])
     for name, value in (("lr", lr), ("beta_start", beta_start), ("beta_end", beta_end)):
         check_positive(value, name)
     check_positive(weight_map, "weight_map", allow_zero=True)
@@ -113,66 +98,94 @@ def targeted_manipulation(
     if eps is not None:
         check_positive(eps, "eps")
     warn_if_training(model)
-    attr = _attribution_fn(attribution, ig_steps, None)
+    attr = explainer(attribution, ig_steps=ig_steps)
 
     with model_mode(model, mode):
         clean = saliency_map(attr(model, x, y))
         with torch.no_grad():
             clean_prob = F.softmax(model(x), dim=1)
-        if isinstance(target_map, str):
-            check_choice(target_map, "target_map", TARGETS)
-            target = shuffled_targets(clean, generator)
-        else:
-            target = saliency_map(target_map) if target_map.dim() == 4 else target_map
-            if tuple(target.shape) != tuple(clean.shape):
-                raise ValueError(
-                    f"target_map: expected shape {tuple(clean.shape)} (or the input's), got {tuple(target_map.shape)}"
-                )
+        target = _target_maps(target_map, clean, generator)
         target_n = _normalised(target.detach())
-        best_mse = torch.full((n,), float("inf"), device=x.device)
-        best_x = x.detach().clone()
-        best_step = torch.full((n,), -1, dtype=torch.int64, device=x.device)
         betas = [beta_start * (beta_end / beta_start) ** (t / max(steps - 1, 1)) for t in range(steps)]
+        descent = _Descent(attr, target_n, clean_prob, tuple(betas), lr, (weight_map, weight_out), eps)
+        none = torch.full((x.shape[0],), -1, dtype=torch.int64, device=x.device)
+        best = Best.start(x.shape[0], x.device, x_adv=x.detach().clone(), step=none)
         bar = tqdm(total=restarts * steps, desc="manipulation", disable=not progress, leave=False)
         for r in range(restarts):
-            x_adv = x.detach().clone()
-            if r > 0 and eps is not None:
-                u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x_adv = (x + (2 * u - 1) * eps).clamp(0, 1)
-            delta = (x_adv - x).requires_grad_(True)
-            opt = torch.optim.Adam([delta], lr=lr)
-            for t, beta in enumerate(betas, start=1):
-                smooth = softplus(model, beta)
-                with torch.enable_grad():
-                    x_cur = x + delta
-                    h = _normalised(saliency_map(attr(smooth, x_cur, y, create_graph=True)))
-                    loss = weight_map * (h - target_n).pow(2).mean(1)
-                    loss = loss + weight_out * (F.softmax(smooth(x_cur), dim=1) - clean_prob).pow(2).mean(1)
-                    delta.grad = grad_of(loss.sum(), delta)
-                opt.step()
+            for t, x_new in _descend(model, x, y, _start(x, r, eps, generator), descent):
                 with torch.no_grad():
-                    x_new = x + delta
-                    x_new = project(x_new, x, eps, "linf") if eps is not None else x_new.clamp(0, 1)
-                    delta.copy_(x_new - x)
                     keeps = model(x_new).argmax(1) == y
                 mse = (_normalised(saliency_map(attr(model, x_new, y))) - target_n).pow(2).mean(1)
-                better = keeps & (mse < best_mse)
-                best_mse = torch.where(better, mse, best_mse)
-                best_x = torch.where(better.view(-1, 1, 1, 1), x_new, best_x)
-                best_step = torch.where(better, torch.full_like(best_step, t), best_step)
+                best.update(mse, keeps, x_adv=x_new, step=t)
                 bar.update(1)
         bar.close()
-        valid = best_step >= 0
-        final = saliency_map(attr(model, best_x, y))
-        topk = torch.where(valid, topk_intersection(clean, final, min(k, clean.shape[1])).to(best_mse.dtype), 1.0)
-        kendall = torch.where(valid, kendall_tau(clean, final).to(best_mse.dtype), 1.0)
+        valid = best["step"] >= 0
+        final = saliency_map(attr(model, best["x_adv"], y))
+        topk = torch.where(valid, topk_intersection(clean, final, min(k, clean.shape[1])).to(best.score.dtype), 1.0)
+        kendall = torch.where(valid, kendall_tau(clean, final).to(best.score.dtype), 1.0)
         clean_mse = (_normalised(clean) - target_n).pow(2).mean(1)
     return ManipulationResult(
-        x_adv=best_x,
-        target_map=target.detach(),
-        target_mse=torch.where(valid, best_mse, clean_mse),
-        topk=topk,
-        kendall=kendall,
-        valid=valid,
-        step=best_step,
-    )
+        x_adv=best["x_adv"], target_map=target.detach(), target_mse=torch.where(valid, best.score, clean_mse),
+        topk=topk, kendall=kendall, valid=valid, step=best["step"],
+    )  # fmt: skip
+
+
+def _target_maps(
+    target_map: torch.Tensor | str, clean: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The maps ``(N, H*W)`` aimed at: ``"shuffle"`` (another example's clean map) or the given maps / attributions."""
+    if isinstance(target_map, str):
+        check_choice(target_map, "target_map", TARGETS)
+        return shuffled_targets(clean, generator)
+    target = saliency_map(target_map) if target_map.dim() == 4 else target_map
+    if tuple(target.shape) != tuple(clean.shape):
+        raise ValueError(
+            f"target_map: expected shape {tuple(clean.shape)} (or the input's), got {tuple(target_map.shape)}"
+        )
+    return target
+
+
+def _start(x: torch.Tensor, restart: int, eps: float | None, generator: torch.Generator | None) -> torch.Tensor:
+    """Restart 0 starts at ``x``; later ones (which need ``eps``) at a uniform point of the l_inf ball, clamped."""
+    if restart > 0 and eps is not None:
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (x + (2 * u - 1) * eps).clamp(0, 1)
+    return x.detach().clone()
+
+
+@dataclass(frozen=True)
+class _Descent:
+    """One run of the manipulation: the attribution, the normalised target maps ``(N, H*W)``, the clean
+    probabilities ``(N, K)`` to keep, the softplus beta of each step, Adam's learning rate, the loss weights
+    ``(weight_map, weight_out)`` and the optional l_inf radius."""
+
+    attr: Callable[..., torch.Tensor]
+    target_n: torch.Tensor
+    clean_prob: torch.Tensor
+    betas: tuple[float, ...]
+    lr: float
+    weights: tuple[float, float]
+    eps: float | None
+
+
+def _descend(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, d: _Descent
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Adam on ``delta = x' - x`` from ``start``; yields ``(t, x'_t)`` (1-based, clamped / projected) per step."""
+    weight_map, weight_out = d.weights
+    delta = (start - x).requires_grad_(True)
+    opt = torch.optim.Adam([delta], lr=d.lr)
+    for t, beta in enumerate(d.betas, start=1):
+        smooth = softplus(model, beta)
+        with torch.enable_grad():
+            x_cur = x + delta
+            h = _normalised(saliency_map(d.attr(smooth, x_cur, y, create_graph=True)))
+            loss = weight_map * (h - d.target_n).pow(2).mean(1)
+            loss = loss + weight_out * (F.softmax(smooth(x_cur), dim=1) - d.clean_prob).pow(2).mean(1)
+            delta.grad = grad_of(loss.sum(), delta)
+        opt.step()
+        with torch.no_grad():
+            x_new = x + delta
+            x_new = project(x_new, x, d.eps, "linf") if d.eps is not None else x_new.clamp(0, 1)
+            delta.copy_(x_new - x)
+        yield t, x_new

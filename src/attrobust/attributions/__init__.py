@@ -3,47 +3,40 @@
 Every method (saliency, input x gradient, IG, SmoothGrad, GradientSHAP, CAM, Grad-CAM, Grad-CAM++, layer IG) has
 the signature ``fn(model, x, target, *, create_graph=False, **options) -> Tensor`` with ``x``
 float ``(N, C, H, W)`` in [0, 1], ``target`` int64 ``(N,)`` and a result of ``x``'s shape.
+
+The house (each module imports only those above it in this list, plus ``attrobust._checks``, ``_registry`` and
+``attrobust.models``):
+
+- ``registry.py``: ``ATTRIBUTIONS`` (name -> function) and :func:`get_attribution`; every method module below
+  registers its public functions there.
+- ``_grad.py``: the one call of ``torch.autograd.grad`` (:func:`gradient`, :func:`grad_of`, :func:`target_output`)
+  and the wrappers of every public method (``per_example``: eval-mode normalisation; ``range_checked``: inputs in
+  [0, 1], with the unchecked version kept for callers that need points outside).
+- ``gradients.py``: saliency, input x gradient, integrated gradients (quadrature rules, affine prefix).
+- ``layer.py``: layer addressing and hooks, layer integrated gradients; ``cam.py``: CAM, Grad-CAM, Grad-CAM++;
+  ``noise.py``: SmoothGrad and GradientSHAP.
+- ``explainer.py``: :func:`explainer`, the one resolver from a method name (plus options) to a function
+  ``fn(model, x, target, *, create_graph=False)``, used by attacks, metrics and the evaluation suite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
-
-from .._registry import Registry
 from ._grad import TARGET_KINDS, grad_of, gradient, target_output
 from .cam import cam, grad_cam, grad_cam_pp
+from .explainer import explainer
 from .gradients import IG_RULES, as_target, ig_alphas, input_x_gradient, integrated_gradients, saliency
 from .layer import layer_integrated_gradients
 from .noise import gradient_shap, smoothgrad
-
-Attribution = Callable[..., torch.Tensor]
-
-ATTRIBUTIONS: Registry[Attribution] = Registry("attribution")
-ATTRIBUTIONS.register("saliency")(saliency)
-ATTRIBUTIONS.register("input_x_gradient")(input_x_gradient)
-ATTRIBUTIONS.register("integrated_gradients")(integrated_gradients)
-ATTRIBUTIONS.register("ig")(integrated_gradients)
-ATTRIBUTIONS.register("smoothgrad")(smoothgrad)
-ATTRIBUTIONS.register("gradient_shap")(gradient_shap)
-ATTRIBUTIONS.register("cam")(cam)
-ATTRIBUTIONS.register("grad_cam")(grad_cam)
-ATTRIBUTIONS.register("grad_cam_pp")(grad_cam_pp)
-ATTRIBUTIONS.register("layer_integrated_gradients")(layer_integrated_gradients)
-
-
-def get_attribution(name: str) -> Attribution:
-    """The attribution function registered as ``name`` (``ValueError`` listing the valid names otherwise)."""
-    return ATTRIBUTIONS.get(name)
-
+from .registry import ATTRIBUTIONS, Attribution, get_attribution
 
 __all__ = [
     "ATTRIBUTIONS",
     "IG_RULES",
     "TARGET_KINDS",
+    "Attribution",
     "as_target",
     "cam",
+    "explainer",
     "get_attribution",
     "grad_cam",
     "grad_cam_pp",

@@ -8,7 +8,9 @@ parameters, as needed by IG-NORM, ART, IGR and every attribution attack) or is d
 :func:`per_example` wraps every public attribution function: the map is computed with the model's normalisation
 and dropout layers in eval behaviour (``attrobust.models.eval_norm``), so it never depends on the rest of the
 batch and never changes a buffer; on a model whose such layers are in train mode it warns once, naming
-``model.eval()``.
+``model.eval()``. :func:`range_checked` wraps those whose input must be an image batch in [0, 1] and keeps the
+unchecked function reachable through :func:`unchecked`, for the callers that evaluate them on points outside
+[0, 1] on purpose (SmoothGrad's unclamped noisy copies, the bounds' ``x + eps v``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_labels, warn_once
+from .._checks import check_choice, check_images, check_labels, warn_once
 from ..models.modes import eval_norm
 
 TARGET_KINDS = ("logit", "probability", "loss")
@@ -53,6 +55,29 @@ def per_example(fn: AttributionFn) -> AttributionFn:
             return fn(model, x, target, *args, **options)
 
     return wrapper
+
+
+# Public attribution -> the same function without the [0, 1] check (filled by ``range_checked`` at import).
+_UNCHECKED: dict[AttributionFn, AttributionFn] = {}
+
+
+def range_checked(fn: AttributionFn) -> AttributionFn:
+    """Wrap an attribution ``fn(model, x, target, **options)`` so that ``x`` is validated first with
+    ``check_images`` (float ``(N, C, H, W)``, finite, in [0, 1]); ``unchecked(wrapper)`` gives back ``fn``."""
+
+    @functools.wraps(fn)
+    def wrapper(model: nn.Module, x: torch.Tensor, target: Any, *args: Any, **options: Any) -> torch.Tensor:
+        check_images(x)
+        return fn(model, x, target, *args, **options)
+
+    _UNCHECKED[wrapper] = fn
+    return wrapper
+
+
+def unchecked(fn: AttributionFn) -> AttributionFn | None:
+    """The version of a :func:`range_checked` attribution that accepts any finite points (same values on [0, 1]),
+    or ``None`` for a function without one."""
+    return _UNCHECKED.get(fn)
 
 
 def grad_of(

@@ -22,6 +22,7 @@ from .._checks import check_images
 from ._grad import grad_of, per_example, target_output
 from .gradients import as_target
 from .layer import last_feature_layer, layer_forward
+from .registry import ATTRIBUTIONS
 
 
 def _to_input(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -40,14 +41,11 @@ def _feature_maps(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | No
     return logits, acts
 
 
+@ATTRIBUTIONS.register("cam")
 @per_example
 def cam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    layer: str | nn.Module | None = None,
-    create_graph: bool = False,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    layer: str | nn.Module | None = None, create_graph: bool = False,
 ) -> torch.Tensor:
     """CAM (Zhou et al. 2016) for nets ending in global-average-pool + ``nn.Linear``, shape ``(N, C, H, W)``.
 
@@ -75,16 +73,11 @@ def cam(
     return _to_input(maps, x)
 
 
+@ATTRIBUTIONS.register("grad_cam")
 @per_example
 def grad_cam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    layer: str | nn.Module | None = None,
-    plus_plus: bool = False,
-    create_graph: bool = False,
-    output: str = "logit",
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    layer: str | nn.Module | None = None, plus_plus: bool = False, create_graph: bool = False, output: str = "logit",
 ) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017), shape ``(N, C, H, W)``: ``ReLU(sum_k mean_hw(dy/dA_k) A_k)``.
 
@@ -108,15 +101,11 @@ def grad_cam(
     return _to_input(maps, x)
 
 
+@ATTRIBUTIONS.register("grad_cam_pp")
 @per_example
 def grad_cam_pp(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    layer: str | nn.Module | None = None,
-    create_graph: bool = False,
-    output: str = "logit",
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    layer: str | nn.Module | None = None, create_graph: bool = False, output: str = "logit",
 ) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhyay et al. 2018), shape ``(N, C, H, W)``: ``ReLU(sum_k w_k A_k)``.
 

@@ -16,16 +16,19 @@ names ``model.eval()``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .._checks import check_broadcastable, check_choice, check_images, check_int, check_labels
+from .._checks import check_broadcastable, check_choice, check_int, check_labels
 from ..models.modes import eval_norm
 from ..models.normalize import Normalize
-from ._grad import gradient, per_example
+from ._grad import gradient, per_example, range_checked, unchecked
+from .registry import ATTRIBUTIONS
 
 IG_RULES = ("right", "left", "middle", "trapezoid", "gausslegendre")
 
@@ -50,14 +53,11 @@ def as_baseline(baseline: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     return check_broadcastable(baseline, x.shape, "baseline")
 
 
+@ATTRIBUTIONS.register("saliency")
+@range_checked
 @per_example
 def saliency(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    create_graph: bool = False,
-    output: str = "logit",
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *, create_graph: bool = False, output: str = "logit"
 ) -> torch.Tensor:
     """Simple gradient (Simonyan et al. 2014): ``d f_target(x) / d x``, shape ``(N, C, H, W)``.
 
@@ -65,21 +65,17 @@ def saliency(
     (``attrobust.metrics.saliency_map``). ``output`` picks the target scalar: ``"logit"`` (default),
     ``"probability"`` or ``"loss"``.
     """
-    check_images(x)
     return gradient(model, x, as_target(target, x), create_graph=create_graph, output=output)
 
 
+@ATTRIBUTIONS.register("input_x_gradient")
+@range_checked
 @per_example
 def input_x_gradient(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    create_graph: bool = False,
-    output: str = "logit",
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *, create_graph: bool = False, output: str = "logit"
 ) -> torch.Tensor:
     """Input x gradient (Shrikumar et al. 2016): ``x * d f_target(x) / d x``, shape ``(N, C, H, W)``."""
-    return x * saliency(model, x, target, create_graph=create_graph, output=output)
+    return x * unchecked(saliency)(model, x, target, create_graph=create_graph, output=output)
 
 
 def ig_alphas(steps: int, rule: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,20 +108,13 @@ def ig_alphas(steps: int, rule: str = "right") -> tuple[torch.Tensor, torch.Tens
     return (k + offset) / m, torch.full((m,), 1.0 / m, dtype=torch.float64)
 
 
+@ATTRIBUTIONS.register("integrated_gradients")
+@range_checked
 @per_example
 def integrated_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    baseline: torch.Tensor | None = None,
-    steps: int = 50,
-    rule: str = "right",
-    create_graph: bool = False,
-    batch_steps: int | None = None,
-    output: str = "logit",
-    checkpoint: bool = False,
-    affine_prefix: bool | None = None,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    baseline: torch.Tensor | None = None, steps: int = 50, rule: str = "right", create_graph: bool = False,
+    batch_steps: int | None = None, output: str = "logit", checkpoint: bool = False, affine_prefix: bool | None = None,
 ) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al. 2017), shape ``(N, C, H, W)``.
 
@@ -153,7 +142,6 @@ def integrated_gradients(
     but more large short-lived buffers, which fragment the CPU heap (peak RSS 128 x 50 steps: 1.9 GiB instead of
     0.36 GiB with glibc's default allocator; ``benchmarks/bench_ig_memory.py``).
     """
-    check_images(x)
     target = as_target(target, x)
     baseline = as_baseline(baseline, x)
     alphas, weights = ig_alphas(steps, rule)
@@ -166,9 +154,25 @@ def integrated_gradients(
         affine_prefix = not (checkpoint and create_graph)
     if not isinstance(affine_prefix, bool):
         raise ValueError(f"affine_prefix: expected a bool or None, got {affine_prefix!r}")
-    return _integrate(
-        model, x, target, baseline, alphas, weights, chunk, create_graph, output, checkpoint, affine_prefix
-    )
+    path = _Path(alphas, weights, chunk, create_graph, output, checkpoint)
+    return _integrate(model, x, target, baseline, path, affine_prefix)
+
+
+ATTRIBUTIONS.register("ig")(integrated_gradients)
+
+
+@dataclass(frozen=True)
+class _Path:
+    """How :func:`integrated_gradients` sums along its path: positions and weights ``(m,)`` float64 of
+    :func:`ig_alphas`, ``chunk`` points per forward pass, whether to keep the graph, the target output kind, and
+    whether to checkpoint each chunk (with ``create_graph``)."""
+
+    alphas: torch.Tensor
+    weights: torch.Tensor
+    chunk: int
+    create_graph: bool
+    output: str
+    checkpoint: bool
 
 
 def _leaves(module: nn.Module) -> list[nn.Module] | None:
@@ -227,20 +231,15 @@ def _integrate(
     x: torch.Tensor,
     target: torch.Tensor,
     baseline: torch.Tensor,
-    alphas: torch.Tensor,
-    weights: torch.Tensor,
-    chunk: int,
-    create_graph: bool,
-    output: str,
-    checkpoint: bool = False,
-    affine_prefix: bool = False,
+    path: _Path,
+    affine_prefix: bool,
 ) -> torch.Tensor:
-    """Weighted sum of path gradients, ``chunk`` path points per forward pass (no input validation)."""
+    """Weighted sum of path gradients, ``path.chunk`` path points per forward pass (no input validation)."""
     split = affine_split(model) if affine_prefix else None
     delta = x - baseline
     if split is None:
-        total = _path_sum(model, baseline, delta, target, alphas, weights, chunk, create_graph, output, checkpoint)
-        return delta * total
+        return delta * _path_sum(model, baseline, delta, target, path)
+    create_graph = path.create_graph
     prefix, rest = split
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
@@ -249,28 +248,20 @@ def _integrate(
         h_0 = prefix(baseline.expand_as(x))
         if not create_graph:
             h_0 = h_0.detach()
-        total_h = _path_sum(rest, h_0, h_x - h_0, target, alphas, weights, chunk, create_graph, output, checkpoint)
+        total_h = _path_sum(rest, h_0, h_x - h_0, target, path)
         (total,) = torch.autograd.grad(h_leaf, leaf, total_h, create_graph=create_graph)
     return delta * (total if create_graph else total.detach())
 
 
 def _path_sum(
-    model: nn.Module,
-    baseline: torch.Tensor,
-    delta: torch.Tensor,
-    target: torch.Tensor,
-    alphas: torch.Tensor,
-    weights: torch.Tensor,
-    chunk: int,
-    create_graph: bool,
-    output: str,
-    checkpoint: bool,
+    model: nn.Module, baseline: torch.Tensor, delta: torch.Tensor, target: torch.Tensor, path: _Path
 ) -> torch.Tensor:
     """``sum_k w_k grad f_target(x0 + alpha_k delta)`` with ``x0 = baseline``, ``delta = x - x0`` of any shape
     ``(N, ...)`` (``baseline`` broadcastable to it); returns that shape."""
-    scalar_alphas = alphas.to(delta.dtype).tolist()  # exactly the values the tensors below hold
-    alphas = alphas.to(device=delta.device, dtype=delta.dtype)
-    weights = weights.to(device=delta.device, dtype=delta.dtype)
+    create_graph, output, chunk = path.create_graph, path.output, path.chunk
+    scalar_alphas = path.alphas.to(delta.dtype).tolist()  # exactly the values the tensors below hold
+    alphas = path.alphas.to(device=delta.device, dtype=delta.dtype)
+    weights = path.weights.to(device=delta.device, dtype=delta.dtype)
     scalar_weights = weights.tolist()
     total = torch.zeros_like(delta)
     view = (-1,) + (1,) * delta.dim()
@@ -279,12 +270,12 @@ def _path_sum(
         c = min(chunk, m - start)
         a = scalar_alphas[start] if c == 1 else alphas[start : start + c]
         targets = target.repeat(c)
-        if checkpoint and create_graph:
+        if path.checkpoint and create_graph:
             # The points are rebuilt inside, so the checkpoint keeps only (baseline, delta, a), shared by all chunks.
+            points = functools.partial(_point_gradients, model, output=output, create_graph=True)
             grads = torch.utils.checkpoint.checkpoint(
-                functools.partial(_recomputed_point_gradients, model, output=output),
-                baseline, delta, a, targets, use_reentrant=False,
-            )  # fmt: skip
+                functools.partial(_in_eval_norm, model, points), baseline, delta, a, targets, use_reentrant=False
+            )
         else:
             grads = _point_gradients(model, baseline, delta, a, targets, output=output, create_graph=create_graph)
         if c > 1:
@@ -296,21 +287,12 @@ def _path_sum(
     return total
 
 
-def _recomputed_point_gradients(
-    model: nn.Module,
-    baseline: torch.Tensor,
-    delta: torch.Tensor,
-    a: torch.Tensor | float,
-    targets: torch.Tensor,
-    *,
-    output: str,
-) -> torch.Tensor:
-    """:func:`_point_gradients` with ``create_graph=True`` for activation checkpointing: the recomputation runs
-    during the caller's backward pass, after the public function's ``eval_norm`` block has closed, so it enters
-    one itself and recomputes exactly the forward pass it replaces (per-example normalisation, no buffer
-    writes)."""
+def _in_eval_norm(model: nn.Module, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+    """``fn(*args)`` inside ``eval_norm(model)``: a checkpointed chunk is recomputed during the caller's backward
+    pass, after the public function's ``eval_norm`` block has closed, so it enters one itself and recomputes
+    exactly the forward pass it replaces (per-example normalisation, no buffer writes)."""
     with eval_norm(model):
-        return _point_gradients(model, baseline, delta, a, targets, output=output, create_graph=True)
+        return fn(*args)
 
 
 def _point_gradients(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from torch import nn
 from .._checks import check_choice, check_images
 from ._grad import grad_of, per_example, target_output
 from .gradients import as_baseline, as_target, ig_alphas
+from .registry import ATTRIBUTIONS
 
 
 def last_feature_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
@@ -96,6 +98,7 @@ def layer_forward(
     return logits, store[0]
 
 
+@ATTRIBUTIONS.register("layer_integrated_gradients")
 @per_example
 def layer_integrated_gradients(
     model: nn.Module,
@@ -134,7 +137,7 @@ def layer_integrated_gradients(
     if path == "input":
         if rule not in ("right", "left"):
             raise ValueError(f"rule: expected 'right' or 'left' for path='input', got {rule!r}")
-        return _conductance(model, x, target, module, baseline, steps, rule, create_graph, output)
+        return _conductance(model, x, baseline, _Scores(module, target, output, create_graph), steps, rule)
     both = torch.cat([x, baseline.expand_as(x)])
     _, acts = layer_forward(model, both, module, create_graph=create_graph)
     h, h0 = acts[: x.shape[0]], acts[x.shape[0] :]
@@ -151,26 +154,31 @@ def layer_integrated_gradients(
     return delta * total
 
 
+@dataclass(frozen=True)
+class _Scores:
+    """What each point of :func:`_conductance` differentiates: the ``target`` output (kind ``output``) w.r.t. the
+    activation of ``module``, keeping the graph or not."""
+
+    module: nn.Module
+    target: torch.Tensor
+    output: str
+    create_graph: bool
+
+
 def _conductance(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    module: nn.Module,
-    baseline: torch.Tensor,
-    steps: int,
-    rule: str,
-    create_graph: bool,
-    output: str,
+    model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, scores: _Scores, steps: int, rule: str
 ) -> torch.Tensor:
     """RAR B.2 sum along ``h(x0 + t (x - x0))`` (see :func:`layer_integrated_gradients`, ``path="input"``)."""
+    create_graph = scores.create_graph
     delta = x - baseline
     previous = None
     total = None
     for k in range(steps + 1):
         point = baseline + (k / steps) * delta
-        logits, act = layer_forward(model, point, module, create_graph=create_graph)
+        logits, act = layer_forward(model, point, scores.module, create_graph=create_graph)
         with torch.enable_grad():
-            grad = grad_of(target_output(logits, target, output).sum(), act, create_graph=create_graph)
+            out = target_output(logits, scores.target, scores.output)
+            grad = grad_of(out.sum(), act, create_graph=create_graph)
         act = act if create_graph else act.detach()
         if previous is not None:
             step = act - previous[0]

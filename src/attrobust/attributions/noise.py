@@ -19,8 +19,13 @@ import torch
 from torch import nn
 
 from .._checks import check_finite, check_images, check_int, check_positive
-from ._grad import gradient, per_example
+from ._grad import gradient, per_example, unchecked
 from .gradients import as_target, input_x_gradient, saliency
+from .registry import ATTRIBUTIONS, get_attribution
+
+# Bases that run without their [0, 1] check when the noisy copies are not clamped (Captum's behaviour): their
+# math is defined for any input; the other bases keep refusing unclamped copies.
+_UNCLAMPED_BASES = (saliency, input_x_gradient)
 
 
 def _chunks(n: int, batch_samples: int | None) -> range:
@@ -28,39 +33,12 @@ def _chunks(n: int, batch_samples: int | None) -> range:
     return range(0, n, step)
 
 
-def _resolve_base(base: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    if callable(base):
-        return base
-    from . import get_attribution  # the registry lives in the package; imported lazily (no cycle)
-
-    return get_attribution(base)
-
-
-def _unchecked(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor] | None:
-    """Range-unchecked versions of the bases whose math allows inputs outside [0, 1] (Captum's behaviour)."""
-
-    def sal(model, x, target, *, create_graph=False, output="logit"):
-        return gradient(model, x, target, create_graph=create_graph, output=output)
-
-    def ixg(model, x, target, *, create_graph=False, output="logit"):
-        return x * sal(model, x, target, create_graph=create_graph, output=output)
-
-    return {saliency: sal, input_x_gradient: ixg}.get(fn)
-
-
+@ATTRIBUTIONS.register("smoothgrad")
 @per_example
 def smoothgrad(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    base: str | Callable[..., torch.Tensor] = "saliency",
-    n: int = 50,
-    sigma: float = 0.15,
-    clamp: bool = False,
-    generator: torch.Generator | None = None,
-    batch_samples: int | None = 10,
-    create_graph: bool = False,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    base: str | Callable[..., torch.Tensor] = "saliency", n: int = 50, sigma: float = 0.15, clamp: bool = False,
+    generator: torch.Generator | None = None, batch_samples: int | None = 10, create_graph: bool = False,
     **base_options: Any,
 ) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): mean of ``base`` over ``n`` noisy copies, shape ``(N, C, H, W)``.
@@ -79,9 +57,9 @@ def smoothgrad(
     target = as_target(target, x)
     check_int(n, "n")
     check_positive(float(sigma), "sigma", allow_zero=True)
-    fn = _resolve_base(base)
-    if not clamp:
-        fn = _unchecked(fn) or fn
+    fn = base if callable(base) else get_attribution(base)
+    if not clamp and fn in _UNCLAMPED_BASES:
+        fn = unchecked(fn)
     span = (x.detach().flatten(1).amax(1) - x.detach().flatten(1).amin(1)).view(-1, 1, 1, 1)
     noise = torch.randn((n, *x.shape), generator=generator, device=x.device, dtype=x.dtype) * (sigma * span)
     total = torch.zeros_like(x)
@@ -98,19 +76,12 @@ def smoothgrad(
     return total / n
 
 
+@ATTRIBUTIONS.register("gradient_shap")
 @per_example
 def gradient_shap(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    *,
-    baselines: torch.Tensor | None = None,
-    n: int = 50,
-    stdev: float = 0.0,
-    generator: torch.Generator | None = None,
-    batch_samples: int | None = 10,
-    create_graph: bool = False,
-    output: str = "logit",
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | int, *,
+    baselines: torch.Tensor | None = None, n: int = 50, stdev: float = 0.0, generator: torch.Generator | None = None,
+    batch_samples: int | None = 10, create_graph: bool = False, output: str = "logit",
 ) -> torch.Tensor:
     """GradientSHAP (Lundberg & Lee 2017; Captum's ``GradientShap``), shape ``(N, C, H, W)``.
 

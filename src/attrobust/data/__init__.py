@@ -9,6 +9,11 @@ on-disk formats of ``"cifar10"`` (python pickles), ``"svhn"`` (``.mat``), ``"gts
 which files are expected where, or how to install them. The environment variable ``ATTROBUST_DATA`` is the
 default root directory of on-disk datasets. :func:`balance_by_augmentation` brings every class of a training
 set to the same size with rotation, translation and projection (the GTSRB / Flower-17 protocol of RAR and ART).
+
+The house: one file per dataset family (its index and loader), ``base.py`` / ``boxed.py`` (the dataset types),
+``images.py`` (finding, decoding and subsetting image folders: every folder loader selects and decodes through
+``decode_subset`` with one ``Decoding`` of its options), ``augment.py`` and ``_unpickle.py`` (restricted
+unpickling). Data imports only ``attrobust._checks`` and ``_registry``.
 """
 
 from __future__ import annotations
@@ -33,16 +38,10 @@ from attrobust.data.synthetic import load_synthetic
 
 SPLITS = ("train", "test")
 
-DATASETS: Registry = Registry("dataset")
-DATASETS.register("mnist")(load_mnist)
-DATASETS.register("fashion_mnist")(load_fashion_mnist)
-DATASETS.register("synthetic")(load_synthetic)
-DATASETS.register("cifar10")(load_cifar10)
-DATASETS.register("svhn")(load_svhn)
-DATASETS.register("gtsrb")(load_gtsrb)
-DATASETS.register("flower17")(load_flower17)
-DATASETS.register("imagenette")(load_imagenette)
-DATASETS.register("cub")(load_cub)
+DATASETS: Registry = Registry("dataset", {
+    "mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "synthetic": load_synthetic, "cifar10": load_cifar10,
+    "svhn": load_svhn, "gtsrb": load_gtsrb, "flower17": load_flower17, "imagenette": load_imagenette, "cub": load_cub,
+})  # fmt: skip
 
 
 def load(name: str, split: str = "train", data_dir: str | Path | None = None, **kw: Any) -> ImageDataset:

@@ -23,7 +23,7 @@ import torch
 
 from attrobust._checks import check_choice
 from attrobust.data.boxed import BoxedImageDataset
-from attrobust.data.images import check_size, decode_images, find_dataset_dir, select_examples, to_image_tensor
+from attrobust.data.images import Decoding, check_size, decode_subset, find_dataset_dir
 
 CUB_DIR = "CUB_200_2011"
 CUB_FILES: dict[str, int] = {  # file -> number of fields after the id
@@ -120,15 +120,9 @@ def map_boxes(boxes: np.ndarray, regions: np.ndarray, size: tuple[int, int]) -> 
 
 
 def load_cub(
-    split: str = "train",
-    data_dir: str | Path | None = None,
-    *,
-    size: int | Sequence[int] = 224,
-    resize_mode: str = "stretch",
-    limit: int | None = None,
-    max_per_class: int | None = None,
-    progress: bool | None = None,
-    workers: int | None = None,
+    split: str = "train", data_dir: str | Path | None = None, *,
+    size: int | Sequence[int] = 224, resize_mode: str = "stretch", limit: int | None = None,
+    max_per_class: int | None = None, progress: bool | None = None, workers: int | None = None,
 ) -> BoxedImageDataset:
     """CUB-200-2011 as a :class:`BoxedImageDataset`: 5994 (``"train"``) or 5794 (``"test"``) images, 200 classes.
 
@@ -142,18 +136,10 @@ def load_cub(
     forces the progress bar on or off (default: on above 1000 files); ``workers`` decoding threads.
     """
     check_choice(split, "split", ("train", "test"))
-    hw = check_size(size)
+    how = Decoding(check_size(size), resize_mode, limit, max_per_class, progress, workers)
     required = [*CUB_FILES, "images"]
     root = find_dataset_dir(data_dir, (CUB_DIR, f"cub/{CUB_DIR}", "cub"), required, "CUB-200-2011", CUB_LAYOUT)
     paths, labels, boxes, classes = cub_index(root, split)
-    keep = select_examples(labels, limit, max_per_class)
-    pixels, regions = decode_images(
-        [paths[i] for i in keep],
-        hw,
-        mode=resize_mode,
-        progress=progress,
-        workers=workers,
-        desc=f"CUB-200-2011 {split}",
-    )
-    mapped = torch.from_numpy(map_boxes(boxes[keep], regions, hw)).float()
-    return BoxedImageDataset(to_image_tensor(pixels), torch.from_numpy(labels[keep]), classes, "cub", boxes=mapped)
+    images, targets, keep, regions = decode_subset(paths, labels, how, f"CUB-200-2011 {split}")
+    mapped = torch.from_numpy(map_boxes(boxes[keep], regions, how.size)).float()
+    return BoxedImageDataset(images, targets, classes, "cub", boxes=mapped)

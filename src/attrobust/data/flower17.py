@@ -21,18 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from attrobust._checks import check_choice, check_int
 from attrobust.data.base import ImageDataset
-from attrobust.data.images import (
-    check_size,
-    decode_images,
-    find_dataset_dir,
-    read_mat,
-    select_examples,
-    to_image_tensor,
-)
+from attrobust.data.images import Decoding, check_size, decode_subset, find_dataset_dir, read_mat
 
 FLOWER17_CLASSES: tuple[str, ...] = (
     "Daffodil",
@@ -116,19 +108,10 @@ def random_split(numbers: np.ndarray, split: str, test_per_class: int, seed: int
 
 
 def load_flower17(
-    split: str = "train",
-    data_dir: str | Path | None = None,
-    *,
-    size: int | Sequence[int] = 128,
-    split_set: int | str = 1,
-    include_val: bool = True,
-    test_per_class: int = 8,
-    seed: int = 0,
-    resize_mode: str = "stretch",
-    limit: int | None = None,
-    max_per_class: int | None = None,
-    progress: bool | None = None,
-    workers: int | None = None,
+    split: str = "train", data_dir: str | Path | None = None, *,
+    size: int | Sequence[int] = 128, split_set: int | str = 1, include_val: bool = True, test_per_class: int = 8,
+    seed: int = 0, resize_mode: str = "stretch", limit: int | None = None, max_per_class: int | None = None,
+    progress: bool | None = None, workers: int | None = None,
 ) -> ImageDataset:
     """Flower-17 as an :class:`ImageDataset` of 17 classes (see the module docstring for the split protocols).
 
@@ -145,7 +128,7 @@ def load_flower17(
         isinstance(split_set, bool) or not isinstance(split_set, int) or split_set not in (1, 2, 3)
     ):
         raise ValueError(f"split_set: expected 1, 2, 3 or 'random', got {split_set!r}")
-    hw = check_size(size)
+    how = Decoding(check_size(size), resize_mode, limit, max_per_class, progress, workers)
     required = ["jpg"] if split_set == "random" else ["jpg", "datasplits.mat"]
     root = find_dataset_dir(data_dir, ("flower17", "flowers17", "17flowers"), required, "Flower-17", FLOWER17_LAYOUT)
     if split_set == "random":
@@ -162,13 +145,6 @@ def load_flower17(
         chosen = [parts["tst"]] if split == "test" else [parts["trn"]] + ([parts["val"]] if include_val else [])
         numbers = np.sort(np.concatenate(chosen))
     labels = np.array([flower17_label(int(n)) for n in numbers], dtype=np.int64)
-    keep = select_examples(labels, limit, max_per_class)
-    pixels, _ = decode_images(
-        [flower17_path(root, int(numbers[i])) for i in keep],
-        hw,
-        mode=resize_mode,
-        progress=progress,
-        workers=workers,
-        desc=f"Flower-17 {split}",
-    )
-    return ImageDataset(to_image_tensor(pixels), torch.from_numpy(labels[keep]), FLOWER17_CLASSES, "flower17")
+    paths = [flower17_path(root, int(n)) for n in numbers]
+    images, targets, _, _ = decode_subset(paths, labels, how, f"Flower-17 {split}")
+    return ImageDataset(images, targets, FLOWER17_CLASSES, "flower17")

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from attrobust._checks import check_choice
 from attrobust.data.base import ImageDataset
-from attrobust.data.images import Box, check_size, decode_images, find_dataset_dir, select_examples, to_image_tensor
+from attrobust.data.images import Box, Decoding, check_size, decode_subset, find_dataset_dir
 
 GTSRB_CLASSES: tuple[str, ...] = (
     "Speed limit (20km/h)",
@@ -135,16 +134,9 @@ def gtsrb_index(root: Path, split: str) -> tuple[list[Path], list[Box], np.ndarr
 
 
 def load_gtsrb(
-    split: str = "train",
-    data_dir: str | Path | None = None,
-    *,
-    size: int | Sequence[int] = 32,
-    crop_roi: bool = False,
-    resize_mode: str = "stretch",
-    limit: int | None = None,
-    max_per_class: int | None = None,
-    progress: bool | None = None,
-    workers: int | None = None,
+    split: str = "train", data_dir: str | Path | None = None, *,
+    size: int | Sequence[int] = 32, crop_roi: bool = False, resize_mode: str = "stretch", limit: int | None = None,
+    max_per_class: int | None = None, progress: bool | None = None, workers: int | None = None,
 ) -> ImageDataset:
     """GTSRB as an :class:`ImageDataset`: 39209 (``"train"``) or 12630 (``"test"``) images of 43 classes.
 
@@ -157,18 +149,9 @@ def load_gtsrb(
     ``progress`` forces the progress bar on or off (default: on above 1000 files); ``workers`` decoding threads.
     """
     check_choice(split, "split", ("train", "test"))
-    hw = check_size(size)
+    how = Decoding(check_size(size), resize_mode, limit, max_per_class, progress, workers)
     required = ["Final_Training/Images"] if split == "train" else ["Final_Test/Images"]
     root = find_dataset_dir(data_dir, ("GTSRB", "gtsrb"), required, "GTSRB", GTSRB_LAYOUT)
     paths, rois, labels = gtsrb_index(root, split)
-    keep = select_examples(labels, limit, max_per_class)
-    pixels, _ = decode_images(
-        [paths[i] for i in keep],
-        hw,
-        mode=resize_mode,
-        rois=[rois[i] for i in keep] if crop_roi else None,
-        progress=progress,
-        workers=workers,
-        desc=f"GTSRB {split}",
-    )
-    return ImageDataset(to_image_tensor(pixels), torch.from_numpy(labels[keep]), GTSRB_CLASSES, "gtsrb")
+    images, targets, _, _ = decode_subset(paths, labels, how, f"GTSRB {split}", rois if crop_roi else None)
+    return ImageDataset(images, targets, GTSRB_CLASSES, "gtsrb")

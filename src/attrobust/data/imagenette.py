@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from attrobust._checks import check_choice
 from attrobust.data.base import ImageDataset
-from attrobust.data.images import check_size, decode_images, find_dataset_dir, select_examples, to_image_tensor
+from attrobust.data.images import Decoding, check_size, decode_subset, find_dataset_dir
 
 IMAGENETTE_WNIDS: tuple[str, ...] = (
     "n01440764",
@@ -70,15 +69,9 @@ def imagenette_index(split_dir: Path) -> tuple[list[Path], np.ndarray]:
 
 
 def load_imagenette(
-    split: str = "train",
-    data_dir: str | Path | None = None,
-    *,
-    size: int | Sequence[int] = 224,
-    resize_mode: str = "center_crop",
-    limit: int | None = None,
-    max_per_class: int | None = None,
-    progress: bool | None = None,
-    workers: int | None = None,
+    split: str = "train", data_dir: str | Path | None = None, *,
+    size: int | Sequence[int] = 224, resize_mode: str = "center_crop", limit: int | None = None,
+    max_per_class: int | None = None, progress: bool | None = None, workers: int | None = None,
 ) -> ImageDataset:
     """ImageNette as an :class:`ImageDataset`: the ``train`` folder (``"train"``) or the ``val`` folder
     (``"test"``), 10 classes named by ``IMAGENETTE_CLASSES``.
@@ -93,17 +86,9 @@ def load_imagenette(
     or off (default: on above 1000 files); ``workers`` decoding threads.
     """
     check_choice(split, "split", ("train", "test"))
-    hw = check_size(size)
+    how = Decoding(check_size(size), resize_mode, limit, max_per_class, progress, workers)
     folder = "train" if split == "train" else "val"
     root = find_dataset_dir(data_dir, IMAGENETTE_SUBDIRS, [folder], "ImageNette", IMAGENETTE_LAYOUT)
     paths, labels = imagenette_index(root / folder)
-    keep = select_examples(labels, limit, max_per_class)
-    pixels, _ = decode_images(
-        [paths[i] for i in keep],
-        hw,
-        mode=resize_mode,
-        progress=progress,
-        workers=workers,
-        desc=f"ImageNette {split}",
-    )
-    return ImageDataset(to_image_tensor(pixels), torch.from_numpy(labels[keep]), IMAGENETTE_CLASSES, "imagenette")
+    images, targets, _, _ = decode_subset(paths, labels, how, f"ImageNette {split}")
+    return ImageDataset(images, targets, IMAGENETTE_CLASSES, "imagenette")

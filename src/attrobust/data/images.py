@@ -10,7 +10,8 @@
   :class:`~attrobust.data.base.ImageDataset`.
 - :func:`read_mat` reads variables of a MATLAB file (SVHN, Flower-17 splits) with ``scipy.io.loadmat``.
 - :func:`select_examples` keeps the first examples of every class (``max_per_class``) and overall (``limit``),
-  before anything is decoded.
+  before anything is decoded; :func:`decode_subset` does that and the decoding for a folder loader, whose
+  options travel in one :class:`Decoding`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +242,43 @@ def select_examples(labels: Sequence[int] | np.ndarray, limit: int | None, max_p
         check_int(limit, "limit", 1)
         keep = keep[:limit]
     return keep
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """The options every folder loader shares: target ``size`` ``(H, W)``, ``resize_mode`` (see
+    :func:`decode_image`), the subset kept before decoding (``limit``, ``max_per_class``: see
+    :func:`select_examples`), the progress bar (``None``: on above 1000 files) and the decoding threads."""
+
+    size: tuple[int, int]
+    resize_mode: str
+    limit: int | None
+    max_per_class: int | None
+    progress: bool | None
+    workers: int | None
+
+
+def decode_subset(
+    paths: Sequence[str | Path],
+    labels: np.ndarray,
+    how: Decoding,
+    desc: str,
+    rois: Sequence[Box | None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """Select the examples of ``how`` from ``paths`` / int64 ``labels`` ``(M,)`` and decode them (with their
+    regions of interest ``rois`` when given).
+
+    Returns images float32 ``(N, 3, H, W)`` in [0, 1], labels int64 ``(N,)``, the kept indices ``(N,)`` into
+    ``paths`` and the source regions ``(N, 4)`` that were resampled (for boxes that follow the images).
+    """
+    keep = select_examples(labels, how.limit, how.max_per_class)
+    pixels, regions = decode_images(
+        [paths[i] for i in keep],
+        how.size,
+        mode=how.resize_mode,
+        rois=None if rois is None else [rois[i] for i in keep],
+        progress=how.progress,
+        workers=how.workers,
+        desc=desc,
+    )
+    return to_image_tensor(pixels), torch.from_numpy(labels[keep]), keep, regions

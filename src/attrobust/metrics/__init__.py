@@ -4,6 +4,13 @@ Tensor contract: images ``(N, C, H, W)`` in [0, 1], attributions of the input's 
 ``(N, D)`` from :func:`saliency_map`, logits ``(N, K)``, labels int64 ``(N,)``, boxes ``(N, 4)``. Aggregation is
 the caller's. Metrics never import attacks; pairing an attack with a metric happens in ``attrobust.experiments``.
 
+The house: ``similarity.py`` (top-k, Kendall, Spearman, cosine, Pearson, SSIM, Goodman-Kruskal gamma; the ranking
+kernels come from ``attrobust._ranking``), ``sparsity.py`` (Gini), ``stability.py`` (RIS / ROS / RRS, activation
+consistency, image-gradient alignment), ``faithfulness.py`` (ROAD, deletion, insertion) with ``imputation.py``
+(noisy linear imputation), ``bounds.py`` (paper 004's upper bounds) with ``_jacobian.py`` (the attribution
+Jacobian they use), ``localization.py`` and ``accuracy.py``. Metrics import ``attrobust._checks``, ``_ranking``,
+``attributions`` (through :func:`~attrobust.attributions.explainer`) and ``models``, never ``attacks``.
+
 Registry
 --------
 ``METRICS`` maps a name to its function. Metrics take different inputs, so every metric is registered with a

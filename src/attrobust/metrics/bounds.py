@@ -32,6 +32,10 @@ over the examples of ``x``, which do not interact: the attribution runs inside `
 is accumulated column block by column block (``P e_k = J^T (J e_k)``, ``2 d`` products per example, on ``chunk``
 stacked copies of the batch), so it refuses inputs with more than ``max_features`` features unless told otherwise.
 
+The attribution as a function of the input (resolved with :func:`attrobust.attributions.explainer`, without the
+[0, 1] check), the Jacobian products and the power iteration live in :mod:`attrobust.metrics._jacobian`; this
+module holds the bounds themselves.
+
 A method needing second derivatives cannot use a ReLU network (its Hessian vanishes almost everywhere): such a
 model raises ``ValueError`` unless ``beta`` is given, in which case a softplus(beta) copy is used
 (:func:`attrobust.models.softplus`).
@@ -43,45 +47,26 @@ Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``, t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from attrobust._checks import (
-    check_choice,
-    check_images,
-    check_int,
-    check_labels,
-    check_positive,
-    check_second_order,
-    warn_if_training,
+from attrobust._checks import check_choice, check_int, check_positive
+from attrobust.metrics._jacobian import (
+    ATTRIBUTIONS,
+    AttributionFn,
+    BoundAttribution,
+    Jacobian,
+    SpectralNorm,
+    attribution_with_graph,
+    evaluate,
+    power_iteration,
+    row_norm,
 )
-from attrobust.attributions import TARGET_KINDS, gradient
-from attrobust.attributions.gradients import _integrate, ig_alphas
-from attrobust.models import eval_norm, softplus
 
-ATTRIBUTIONS = ("saliency", "input_x_gradient", "integrated_gradients")
 NORMS = ("l2", "linf")
 COSINE_BOUNDS = ("euclidean", "modified", "linf")
-
-AttributionFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class SpectralNorm(NamedTuple):
-    """Result of :func:`attribution_spectral_norm`, one entry per example.
-
-    ``xi_max`` ``(N,)``: estimate of the largest singular value of ``J = d g / d x`` (``||J v_max||_2``, a lower
-    estimate that power iteration drives up to the true value); ``v_max`` ``(N, C, H, W)``: the unit right
-    singular vector (``||v_max||_2 = 1`` per example); ``converged`` ``(N,)`` bool: the relative change of
-    ``xi_max`` in the last iteration was at most ``tol``; ``iterations``: the number of iterations run.
-    """
-
-    xi_max: torch.Tensor
-    v_max: torch.Tensor
-    converged: torch.Tensor
-    iterations: int
 
 
 class ModifiedBound(NamedTuple):
@@ -97,133 +82,27 @@ class ModifiedBound(NamedTuple):
     euclidean: torch.Tensor
 
 
-# --------------------------------------------------------------------------------------- attribution and J
-
-
-def _attribution_fn(
+def _spectral(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    attribution: str,
-    beta: float | None,
-    output: str,
-    ig_steps: int,
-    ig_rule: str,
-    what: str,
-) -> tuple[AttributionFn, bool]:
-    """Validate the common arguments; return ``fn(points, labels) -> g`` (with graph) and whether ``J`` is symmetric.
-
-    ``fn`` accepts any finite points (not only [0, 1]: the bounds evaluate ``x + eps v``), keeps the graph
-    (``create_graph=True``) and uses the softplus(``beta``) copy of ``model`` when ``beta`` is given.
-    """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    check_images(x)
-    check_labels(y, x.shape[0])
-    if y.device != x.device:
-        raise ValueError(f"x, y: expected tensors on the same device, got {x.device} and {y.device}")
-    check_choice(attribution, "attribution", ATTRIBUTIONS)
-    check_choice(output, "output", TARGET_KINDS)
-    check_second_order(model, beta, what)
-    warn_if_training(model)
-    net = model if beta is None else softplus(model, beta)
-    alphas, weights = ig_alphas(ig_steps, ig_rule) if attribution == "integrated_gradients" else (None, None)
-
-    def fn(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with eval_norm(net):  # per example: batch norm with its running statistics, no buffer written
-            if attribution == "integrated_gradients":
-                return _integrate(net, p, t, torch.zeros_like(p), alphas, weights, 1, True, output, affine_prefix=True)
-            g = gradient(net, p, t, create_graph=True, output=output)
-            return g if attribution == "saliency" else p * g
-
-    return fn, attribution == "saliency"
-
-
-class _Jacobian:
-    """Products with ``J = d g / d x`` of every example at once, never forming ``J``.
-
-    ``t(v)`` = ``J^T v`` (one backward pass through ``g``'s graph); ``__call__(v)`` = ``J v`` (for a symmetric
-    ``J`` the same product, otherwise one backward pass through the graph of ``w(u) = J^T u``, which is linear in
-    ``u``: ``J v = d <w(u), v> / d u``). Vectors have the shape of ``x``, ``(N, C, H, W)``.
-    """
-
-    def __init__(self, fn: AttributionFn, x: torch.Tensor, y: torch.Tensor, symmetric: bool) -> None:
-        self.symmetric = symmetric
-        with torch.enable_grad():
-            self.x = x.detach().clone().requires_grad_(True)
-            self.g = fn(self.x, y)
-            self.w: torch.Tensor | None = None
-            self.u: torch.Tensor | None = None
-            if not symmetric and self.g.requires_grad:
-                self.u = torch.zeros_like(self.g, requires_grad=True)
-                (self.w,) = torch.autograd.grad(self.g, self.x, self.u, create_graph=True, allow_unused=True)
-
-    @staticmethod
-    def _grad(out: torch.Tensor | None, inp: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if out is None or not out.requires_grad:
-            return torch.zeros_like(v)
-        with torch.enable_grad():
-            (r,) = torch.autograd.grad(out, inp, v, retain_graph=True, allow_unused=True)
-        return torch.zeros_like(v) if r is None else r.detach()
-
-    def t(self, v: torch.Tensor) -> torch.Tensor:
-        return self._grad(self.g, self.x, v)
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        if self.symmetric:
-            return self.t(v)
-        if self.u is None:
-            return torch.zeros_like(v)
-        return self._grad(self.w, self.u, v)
-
-
-def _norm(t: torch.Tensor) -> torch.Tensor:
-    """Per-example l2 norm ``(N,)`` of ``(N, ...)``."""
-    return t.flatten(1).norm(dim=1)
-
-
-def _bcast(t: torch.Tensor) -> torch.Tensor:
-    return t.view(-1, 1, 1, 1)
-
-
-def _power_iteration(
-    jac: _Jacobian, x: torch.Tensor, iters: int, tol: float, generator: torch.Generator | None
-) -> SpectralNorm:
-    """Power iteration on ``J^T J`` for every example at once (see :func:`attribution_spectral_norm`)."""
-    device = generator.device if generator is not None else x.device
-    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
-    v = v / _bcast(_norm(v).clamp_min(torch.finfo(x.dtype).tiny))
-    sigma = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    converged = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    best_v = v
-    it = 0
-    for it in range(1, iters + 1):
-        jv = jac(v)
-        new_sigma = _norm(jv)
-        w = jac.t(jv)
-        w_norm = _norm(w)
-        converged = (new_sigma - sigma).abs() <= tol * new_sigma.clamp_min(torch.finfo(x.dtype).tiny)
-        converged |= new_sigma == 0
-        sigma, best_v = new_sigma, v
-        v = torch.where(_bcast(w_norm > 0), w / _bcast(w_norm.clamp_min(torch.finfo(x.dtype).tiny)), v)
-        if it > 1 and bool(converged.all()):
-            break
-    return SpectralNorm(xi_max=sigma, v_max=best_v, converged=converged, iterations=it)
+    spec: BoundAttribution,
+    iters: int,
+    tol: float,
+    generator: torch.Generator | None,
+) -> tuple[AttributionFn, Jacobian, SpectralNorm]:
+    """The validated attribution, its Jacobian at ``x`` and the power iteration's result (Theorem 1's ``xi_max``)."""
+    fn, symmetric = attribution_with_graph(model, x, y, spec, "bounds")
+    check_int(iters, "iters")
+    check_positive(float(tol), "tol", allow_zero=True)
+    jac = Jacobian(fn, x, y, symmetric)
+    return fn, jac, power_iteration(jac, x, iters, float(tol), generator)
 
 
 def attribution_spectral_norm(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    iters: int = 100,
-    tol: float = 1e-5,
-    generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+    attribution: str = "saliency", beta: float | None = None, output: str = "logit", ig_steps: int = 50,
+    ig_rule: str = "right", iters: int = 100, tol: float = 1e-5, generator: torch.Generator | None = None,
 ) -> SpectralNorm:
     """Largest singular value ``xi_max`` of the attribution Jacobian ``J = d g^y / d x`` (paper 004, Theorem 1).
 
@@ -246,26 +125,14 @@ def attribution_spectral_norm(
         :class:`SpectralNorm` (``xi_max`` ``(N,)``, ``v_max`` ``(N, C, H, W)``, ``converged`` ``(N,)``,
         ``iterations``).
     """
-    fn, symmetric = _attribution_fn(model, x, y, attribution, beta, output, ig_steps, ig_rule, "bounds")
-    check_int(iters, "iters")
-    check_positive(float(tol), "tol", allow_zero=True)
-    return _power_iteration(_Jacobian(fn, x, y, symmetric), x, iters, float(tol), generator)
+    spec = BoundAttribution(attribution, beta, output, ig_steps, ig_rule)
+    return _spectral(model, x, y, spec, iters, tol, generator)[2]
 
 
 def euclidean_bound(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    norm: str = "l2",
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    iters: int = 100,
-    tol: float = 1e-5,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+    norm: str = "l2", attribution: str = "saliency", beta: float | None = None, output: str = "logit",
+    ig_steps: int = 50, ig_rule: str = "right", iters: int = 100, tol: float = 1e-5,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Euclidean upper bound ``T_e`` on ``||g^y(x + delta) - g^y(x)||_2`` (paper 004, Theorem 1 and Corollary 1).
@@ -279,37 +146,16 @@ def euclidean_bound(
     """
     check_positive(float(eps), "eps", allow_zero=True)
     check_choice(norm, "norm", NORMS)
-    spec = attribution_spectral_norm(
-        model,
-        x,
-        y,
-        attribution=attribution,
-        beta=beta,
-        output=output,
-        ig_steps=ig_steps,
-        ig_rule=ig_rule,
-        iters=iters,
-        tol=tol,
-        generator=generator,
-    )
+    spec = BoundAttribution(attribution, beta, output, ig_steps, ig_rule)
+    xi_max = _spectral(model, x, y, spec, iters, tol, generator)[2].xi_max
     factor = math.sqrt(x[0].numel()) if norm == "linf" else 1.0
-    return spec.xi_max * (float(eps) * factor)
+    return xi_max * (float(eps) * factor)
 
 
 def modified_euclidean_bound(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    iters: int = 100,
-    tol: float = 1e-5,
-    generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+    attribution: str = "saliency", beta: float | None = None, output: str = "logit", ig_steps: int = 50,
+    ig_rule: str = "right", iters: int = 100, tol: float = 1e-5, generator: torch.Generator | None = None,
 ) -> ModifiedBound:
     """Modified Euclidean bound ``T'_e = c * xi_max * eps`` (paper 004, Theorem 3 and Eq. 39), l2 ball.
 
@@ -324,39 +170,21 @@ def modified_euclidean_bound(
     ``(N,)`` tensors.
     """
     check_positive(float(eps), "eps", allow_zero=True)
-    fn, symmetric = _attribution_fn(model, x, y, attribution, beta, output, ig_steps, ig_rule, "bounds")
-    check_int(iters, "iters")
-    check_positive(float(tol), "tol", allow_zero=True)
-    jac = _Jacobian(fn, x, y, symmetric)
-    spec = _power_iteration(jac, x, iters, float(tol), generator)
+    bound_attribution = BoundAttribution(attribution, beta, output, ig_steps, ig_rule)
+    fn, jac, spec = _spectral(model, x, y, bound_attribution, iters, tol, generator)
     g = jac.g.detach()
     step = float(eps) * spec.v_max
-    dev = torch.maximum(_norm(_evaluate(fn, x + step, y) - g), _norm(_evaluate(fn, x - step, y) - g))
+    dev = torch.maximum(row_norm(evaluate(fn, x + step, y) - g), row_norm(evaluate(fn, x - step, y) - g))
     t_e = spec.xi_max * float(eps)
     bound = torch.maximum(t_e, dev)
     c = torch.where(t_e > 0, bound / t_e.clamp_min(torch.finfo(x.dtype).tiny), torch.where(dev > 0, math.inf, 1.0))
     return ModifiedBound(bound=bound, c=c.to(x.dtype), xi_max=spec.xi_max, euclidean=t_e)
 
 
-def _evaluate(fn: AttributionFn, points: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The attribution at ``points`` without keeping a graph."""
-    with torch.enable_grad():
-        return fn(points.detach().requires_grad_(True), y).detach()
-
-
 def linf_bound(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    chunk: int | None = None,
-    max_features: int | None = 16384,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+    attribution: str = "saliency", beta: float | None = None, output: str = "logit", ig_steps: int = 50,
+    ig_rule: str = "right", chunk: int | None = None, max_features: int | None = 16384,
 ) -> torch.Tensor:
     """l_inf upper bound ``eps * sqrt(sum_ij |P_ij|)``, ``P = H H^T = J^T J`` (paper 004, Theorem 2, Eq. 7).
 
@@ -371,7 +199,8 @@ def linf_bound(
     Shapes: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; returns ``(N,)``.
     """
     check_positive(float(eps), "eps", allow_zero=True)
-    fn, symmetric = _attribution_fn(model, x, y, attribution, beta, output, ig_steps, ig_rule, "linf_bound")
+    spec = BoundAttribution(attribution, beta, output, ig_steps, ig_rule)
+    fn, symmetric = attribution_with_graph(model, x, y, spec, "linf_bound")
     n, d = x.shape[0], x[0].numel()
     if max_features is not None:
         check_int(max_features, "max_features")
@@ -386,7 +215,7 @@ def linf_bound(
     check_int(chunk, "chunk")
     # ``chunk`` copies of the batch, copy b in rows b*N .. b*N + N - 1: one ordinary backward pass then applies J
     # (or J^T) to ``chunk`` different vectors per example.
-    jac = _Jacobian(fn, x.repeat(chunk, 1, 1, 1), y.repeat(chunk), symmetric)
+    jac = Jacobian(fn, x.repeat(chunk, 1, 1, 1), y.repeat(chunk), symmetric)
     total = torch.zeros(n, dtype=torch.float64, device=x.device)
     rows = torch.arange(chunk * n, device=x.device)
     for start in range(0, d, chunk):
@@ -426,23 +255,10 @@ def cosine_from_euclidean(t: torch.Tensor, attribution_norm: torch.Tensor) -> to
 
 
 def cosine_bound(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    *,
-    bound: str = "euclidean",
-    degrees: bool = False,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
-    ig_rule: str = "right",
-    iters: int = 100,
-    tol: float = 1e-5,
-    chunk: int | None = None,
-    max_features: int | None = 16384,
-    generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+    bound: str = "euclidean", degrees: bool = False, attribution: str = "saliency", beta: float | None = None,
+    output: str = "logit", ig_steps: int = 50, ig_rule: str = "right", iters: int = 100, tol: float = 1e-5,
+    chunk: int | None = None, max_features: int | None = 16384, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Cosine-distance bound ``T_c`` (paper 004, Corollary 2, Eq. 10) from a Euclidean bound ``T``.
 
@@ -462,23 +278,16 @@ def cosine_bound(
         t = modified_euclidean_bound(model, x, y, eps, iters=iters, tol=tol, generator=generator, **common).bound
     else:
         t = euclidean_bound(model, x, y, eps, iters=iters, tol=tol, generator=generator, **common)
-    fn, _ = _attribution_fn(model, x, y, attribution, beta, output, ig_steps, ig_rule, "bounds")
-    dc = cosine_from_euclidean(t, _norm(_evaluate(fn, x, y)))
+    fn, _ = attribution_with_graph(model, x, y, BoundAttribution(**common), "bounds")
+    dc = cosine_from_euclidean(t, row_norm(evaluate(fn, x, y)))
     if degrees:
         return torch.rad2deg(torch.arccos((1.0 - dc).clamp(-1.0, 1.0)))
     return dc
 
 
 def local_linearity_eta(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    delta: torch.Tensor,
-    *,
-    attribution: str = "saliency",
-    beta: float | None = None,
-    output: str = "logit",
-    ig_steps: int = 50,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *,
+    attribution: str = "saliency", beta: float | None = None, output: str = "logit", ig_steps: int = 50,
     ig_rule: str = "right",
 ) -> torch.Tensor:
     """Local-linearity gap ``eta(x, delta) = ||g^y(x + delta) - g^y(x) - J delta||_2`` (paper 004, appendix B.1).
@@ -494,15 +303,16 @@ def local_linearity_eta(
     Returns:
         ``(N,)`` tensor in ``x``'s dtype on its device.
     """
-    fn, symmetric = _attribution_fn(model, x, y, attribution, beta, output, ig_steps, ig_rule, "local_linearity_eta")
+    spec = BoundAttribution(attribution, beta, output, ig_steps, ig_rule)
+    fn, symmetric = attribution_with_graph(model, x, y, spec, "local_linearity_eta")
     if not isinstance(delta, torch.Tensor) or delta.shape != x.shape or not delta.is_floating_point():
         got = f"{tuple(delta.shape)} {delta.dtype}" if isinstance(delta, torch.Tensor) else type(delta).__name__
         raise ValueError(f"delta: expected a float tensor of shape {tuple(x.shape)}, got {got}")
     if not bool(torch.isfinite(delta).all()):
         raise ValueError(f"delta: expected finite values, got {int((~torch.isfinite(delta)).sum())} NaN/inf entries")
     delta = delta.detach().to(x.device, x.dtype)
-    jac = _Jacobian(fn, x, y, symmetric)
-    return _norm(_evaluate(fn, x + delta, y) - jac.g.detach() - jac(delta))
+    jac = Jacobian(fn, x, y, symmetric)
+    return row_norm(evaluate(fn, x + delta, y) - jac.g.detach() - jac(delta))
 
 
 __all__ = [

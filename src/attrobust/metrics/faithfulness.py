@@ -5,7 +5,8 @@ the model quickly, removing the least relevant ones first (LeRF) slowly.
 
 - :func:`road` -- "Remove And Debias" (Rong et al. 2022, "A Consistent and Efficient Evaluation Strategy for
   Attribution Methods"): removed pixels are filled by :func:`noisy_linear_impute` so that the perturbed images
-  leak no information about *which* pixels were removed; the area under the curve follows paper 003
+  leak no information about *which* pixels were removed (the imputation lives in
+  :mod:`attrobust.metrics.imputation` and is re-exported here); the area under the curve follows paper 003
   (feature-map smoothing), section 4.1.
 - :func:`deletion` and :func:`insertion` (Petsiuk et al. 2018, RISE): removed pixels set to a baseline value, or
   pixels inserted into a baseline (by default a blurred copy of the image) in order of relevance.
@@ -23,26 +24,25 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import kornia.filters as KF
-import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from scipy.sparse.linalg import spsolve
 from torch import nn
 
 from attrobust._checks import (
     check_broadcastable,
     check_choice,
-    check_images,
     check_int,
     check_labels,
     check_logits,
+    check_model_batch,
     check_positive,
     warn_if_training,
 )
+from attrobust.metrics.imputation import NEIGHBOUR_WEIGHTS, noisy_linear_impute
 
 ORDERS = ("morf", "lerf")
 OUTPUTS = ("accuracy", "probability")
@@ -53,20 +53,6 @@ AUC_RULES = ("paper", "trapezoid")
 ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Deletion / insertion fractions: the whole range, both ends included (Petsiuk et al. 2018).
 CURVE_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-#: Neighbour offsets (row, column) and weights of the noisy linear imputation (Rong et al. 2022): the four direct
-#: neighbours weigh 1/6, the four diagonal ones 1/12 (the eight weights sum to 1).
-NEIGHBOUR_WEIGHTS = (
-    ((-1, 0), 1 / 6),
-    ((1, 0), 1 / 6),
-    ((0, -1), 1 / 6),
-    ((0, 1), 1 / 6),
-    ((-1, -1), 1 / 12),
-    ((-1, 1), 1 / 12),
-    ((1, -1), 1 / 12),
-    ((1, 1), 1 / 12),
-)
-
 
 class PerturbationCurve(NamedTuple):
     """Result of :func:`road`, :func:`deletion` and :func:`insertion`, one row per example.
@@ -168,105 +154,6 @@ def _check_fractions(fractions: Sequence[float], *, upper_inclusive: bool) -> tu
     return out
 
 
-# ----------------------------------------------------------------------------------------------- imputation
-
-
-def _impute_one(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """Noise-free imputation of one image ``(C, H, W)`` (float64) at the True pixels of ``removed`` ``(H, W)``.
-
-    Unknown pixel ``i`` with in-image neighbours ``j`` (weights ``w_ij`` from :data:`NEIGHBOUR_WEIGHTS`) obeys
-    ``(sum_j w_ij) v_i - sum_{j removed} w_ij v_j = sum_{j known} w_ij x_j``, i.e. ``v_i`` is the weighted mean of
-    its neighbours' (known or imputed) values. All unknowns of an image form one sparse system, solved once for
-    the C channels (C right-hand sides).
-    """
-    c, h, w = image.shape
-    rm = np.flatnonzero(removed.ravel())
-    k = rm.size
-    if k == 0:
-        return np.zeros((0, c))
-    var = np.full(h * w, -1, dtype=np.int64)
-    var[rm] = np.arange(k)
-    r, col = np.divmod(rm, w)
-    flat = image.reshape(c, h * w)
-    diag = np.zeros(k)
-    rhs = np.zeros((k, c))
-    rows, cols, vals = [], [], []
-    for (dr, dc), weight in NEIGHBOUR_WEIGHTS:
-        rr, cc = r + dr, col + dc
-        inside = np.flatnonzero((rr >= 0) & (rr < h) & (cc >= 0) & (cc < w))
-        nb = rr[inside] * w + cc[inside]
-        diag[inside] += weight
-        unknown = var[nb] >= 0
-        rows.append(inside[unknown])
-        cols.append(var[nb[unknown]])
-        vals.append(np.full(int(unknown.sum()), -weight))
-        known = ~unknown  # each row appears once per offset: plain fancy-index accumulation is exact
-        rhs[inside[known]] += weight * flat[:, nb[known]].T
-    ids = np.arange(k)
-    rows, cols, vals = [*rows, ids], [*cols, ids], [*vals, diag]
-    a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(k, k))
-    return np.asarray(spsolve(a, rhs)).reshape(k, c)
-
-
-def noisy_linear_impute(
-    x: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    noise: float = 0.01,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Noisy linear imputation (Rong et al. 2022): fill the masked pixels from their neighbours, plus noise.
-
-    Each removed pixel's value is the weighted average of its 8 neighbours (direct neighbours weigh 1/6,
-    diagonal ones 1/12; at the border the weights of the neighbours inside the image are renormalised), where a
-    neighbour that is itself removed contributes its imputed value; known pixels stay fixed. All removed pixels
-    of an image are solved jointly as one sparse linear system (``scipy.sparse.linalg.spsolve``; the matrix is a
-    weighted graph Laplacian restricted to the removed pixels, non-singular whenever at least one pixel is
-    known), with one right-hand side per channel. Then i.i.d. Gaussian noise of standard deviation ``noise``
-    (pixel units) is added to every imputed value (drawn from ``generator`` on its device) and the result is
-    clamped to [0, 1].
-
-    Args:
-        x: images, float ``(N, C, H, W)`` in [0, 1] (any device; the systems are solved on the CPU in float64).
-        mask: bool ``(N, H, W)``, True where a pixel is removed (in all channels); no image may be fully masked.
-        noise: standard deviation of the added noise, >= 0 (0 gives the exact linear imputation).
-        generator: optional ``torch.Generator`` for the noise.
-
-    Returns:
-        Tensor of ``x``'s shape, dtype and device; unmasked pixels are exactly those of ``x``.
-    """
-    check_images(x)
-    n, _, h, w = x.shape
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (n, h, w):
-        got = f"{tuple(mask.shape)} {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"mask: expected a bool tensor of shape ({n}, {h}, {w}), got {got}")
-    check_positive(float(noise), "noise", allow_zero=True)
-    full = mask.flatten(1).all(1)
-    if bool(full.any()):
-        raise ValueError(
-            f"mask: expected at least one known pixel per image (imputation needs neighbours), got "
-            f"{int(full.sum())} fully masked image(s)"
-        )
-    images = x.detach().to("cpu", torch.float64).numpy()
-    masks = mask.detach().cpu().numpy()
-    out = x.detach().to("cpu", torch.float64).clone()
-    for i in range(n):
-        if not masks[i].any():
-            continue
-        values = torch.from_numpy(_impute_one(images[i], masks[i]))  # (k, C)
-        if noise > 0:
-            draw = torch.randn(
-                values.shape,
-                generator=generator,
-                dtype=torch.float64,
-                device=generator.device if generator is not None else "cpu",
-            )
-            values = values + noise * draw.cpu()
-        rows, cols = np.nonzero(masks[i])
-        out[i][:, torch.from_numpy(rows), torch.from_numpy(cols)] = values.T.clamp(0.0, 1.0)
-    return out.to(x.device, x.dtype)
-
-
 def _constant_fill(x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     """``x`` with the masked pixels (``mask`` ``(N, H, W)``) taken from ``fill`` (broadcastable to ``x``)."""
     return torch.where(mask[:, None], fill.to(x.dtype).expand_as(x), x.detach())
@@ -276,12 +163,7 @@ def _constant_fill(x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> t
 
 
 def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, output: str) -> None:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    check_images(x)
-    check_labels(y, x.shape[0])
-    if y.device != x.device:
-        raise ValueError(f"x, y: expected tensors on the same device, got {x.device} and {y.device}")
+    check_model_batch(model, x, y)
     check_choice(output, "output", OUTPUTS)
     warn_if_training(model)
 
@@ -324,18 +206,9 @@ def _trapezoid(values: torch.Tensor, fractions: tuple[float, ...]) -> torch.Tens
 
 
 def road(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    maps: torch.Tensor,
-    *,
-    order: str = "morf",
-    fractions: Sequence[float] = ROAD_FRACTIONS,
-    imputation: str = "noisy_linear",
-    noise: float = 0.01,
-    output: str = "accuracy",
-    auc: str = "paper",
-    value: float = 0.0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
+    order: str = "morf", fractions: Sequence[float] = ROAD_FRACTIONS, imputation: str = "noisy_linear",
+    noise: float = 0.01, output: str = "accuracy", auc: str = "paper", value: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> PerturbationCurve:
     """ROAD, Remove And Debias (Rong et al. 2022), as paper 003 (section 4.1, appendix I.3) uses it.
@@ -421,17 +294,9 @@ def _baseline_image(x: torch.Tensor, baseline: float | str | torch.Tensor, kerne
 
 
 def deletion(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    maps: torch.Tensor,
-    *,
-    order: str = "morf",
-    fractions: Sequence[float] = CURVE_FRACTIONS,
-    baseline: float | str | torch.Tensor = 0.0,
-    output: str = "probability",
-    blur_kernel: int = 11,
-    blur_sigma: float = 5.0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
+    order: str = "morf", fractions: Sequence[float] = CURVE_FRACTIONS, baseline: float | str | torch.Tensor = 0.0,
+    output: str = "probability", blur_kernel: int = 11, blur_sigma: float = 5.0,
 ) -> PerturbationCurve:
     """Deletion curve (Petsiuk et al. 2018): replace the pixels ranked first by ``maps`` with a baseline.
 
@@ -446,27 +311,16 @@ def deletion(
     ``fractions`` strictly increasing in [0, 1]. Returns a :class:`PerturbationCurve` (``curve`` ``(N, F)``,
     ``auc`` ``(N,)``, ``original`` ``(N,)``).
     """
-    _check_inputs(model, x, y, output)
-    check_choice(order, "order", ORDERS)
-    fracs = _check_fractions(fractions, upper_inclusive=True)
-    idx = _order(_as_maps(maps, x), order).to(x.device)
-    fill = _baseline_image(x, baseline, blur_kernel, blur_sigma)
-    curve = _curve(model, x, y, idx, fracs, lambda mask: _constant_fill(x, mask, fill), output)
-    return PerturbationCurve(curve=curve, auc=_trapezoid(curve, fracs), original=_score(model, x, y, output))
+    curve = _RiseCurve(False, order, fractions, baseline, output, (blur_kernel, blur_sigma))
+    return _rise(model, x, y, maps, curve)
 
 
+# The signature repeats deletion's on purpose: the two public curves state every keyword option with its own
+# default (baseline 0 vs "blur"); their one implementation is ``_rise``.
 def insertion(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    maps: torch.Tensor,
-    *,
-    order: str = "morf",
-    fractions: Sequence[float] = CURVE_FRACTIONS,
-    baseline: float | str | torch.Tensor = "blur",
-    output: str = "probability",
-    blur_kernel: int = 11,
-    blur_sigma: float = 5.0,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
+    order: str = "morf", fractions: Sequence[float] = CURVE_FRACTIONS, baseline: float | str | torch.Tensor = "blur",
+    output: str = "probability", blur_kernel: int = 11, blur_sigma: float = 5.0,
 ) -> PerturbationCurve:
     """Insertion curve (Petsiuk et al. 2018): insert the pixels ranked first by ``maps`` into a baseline image.
 
@@ -480,13 +334,37 @@ def insertion(
     ``fractions`` strictly increasing in [0, 1]. Returns a :class:`PerturbationCurve` (``curve`` ``(N, F)``,
     ``auc`` ``(N,)``, ``original`` ``(N,)``).
     """
-    _check_inputs(model, x, y, output)
-    check_choice(order, "order", ORDERS)
-    fracs = _check_fractions(fractions, upper_inclusive=True)
-    idx = _order(_as_maps(maps, x), order).to(x.device)
-    start = _baseline_image(x, baseline, blur_kernel, blur_sigma).expand_as(x)
-    curve = _curve(model, x, y, idx, fracs, lambda mask: _constant_fill(start, mask, x), output)
-    return PerturbationCurve(curve=curve, auc=_trapezoid(curve, fracs), original=_score(model, x, y, output))
+    curve = _RiseCurve(True, order, fractions, baseline, output, (blur_kernel, blur_sigma))
+    return _rise(model, x, y, maps, curve)
+
+
+@dataclass(frozen=True)
+class _RiseCurve:
+    """A deletion (``insert=False``) or insertion curve: the options of :func:`deletion` / :func:`insertion`,
+    with the blur as ``(kernel, sigma)``."""
+
+    insert: bool
+    order: str
+    fractions: Sequence[float]
+    baseline: float | str | torch.Tensor
+    output: str
+    blur: tuple[int, float]
+
+
+def _rise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, c: _RiseCurve) -> PerturbationCurve:
+    """Deletion fills the removed pixels of ``x`` from the baseline; insertion fills the inserted pixels of the
+    baseline from ``x``."""
+    _check_inputs(model, x, y, c.output)
+    check_choice(c.order, "order", ORDERS)
+    fracs = _check_fractions(c.fractions, upper_inclusive=True)
+    idx = _order(_as_maps(maps, x), c.order).to(x.device)
+    fill = _baseline_image(x, c.baseline, *c.blur)
+    if c.insert:
+        start = fill.expand_as(x)
+        curve = _curve(model, x, y, idx, fracs, lambda mask: _constant_fill(start, mask, x), c.output)
+    else:
+        curve = _curve(model, x, y, idx, fracs, lambda mask: _constant_fill(x, mask, fill), c.output)
+    return PerturbationCurve(curve=curve, auc=_trapezoid(curve, fracs), original=_score(model, x, y, c.output))
 
 
 __all__ = [

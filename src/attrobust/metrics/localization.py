@@ -18,21 +18,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from attrobust._checks import check_choice
+from attrobust._checks import check_choice, check_maps
 from attrobust.metrics.accuracy import accuracy
 
 
 def _grayscale(maps: torch.Tensor) -> torch.Tensor:
-    if not isinstance(maps, torch.Tensor):
-        raise ValueError(f"maps: expected a torch.Tensor of shape (N, C, H, W) or (N, H, W), got {type(maps)}")
-    if maps.dim() not in (3, 4):
-        raise ValueError(f"maps: expected shape (N, C, H, W) or (N, H, W), got {tuple(maps.shape)}")
-    if not maps.is_floating_point():
-        raise ValueError(f"maps: expected a floating-point tensor, got dtype {maps.dtype}")
-    if maps.numel() == 0:
-        raise ValueError(f"maps: expected a non-empty batch of non-empty maps, got shape {tuple(maps.shape)}")
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError(f"maps: expected finite values, got {int((~torch.isfinite(maps)).sum())} NaN/inf entries")
+    check_maps(maps, "maps", {4: "shape (N, C, H, W)", 3: "(N, H, W)"})
     g = maps.detach().abs()
     return g.sum(1) if g.dim() == 4 else g
 

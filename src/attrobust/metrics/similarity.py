@@ -17,21 +17,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attrobust._checks import check_int, check_positive, check_same_shape, warn_once
+from attrobust._checks import check_int, check_positive, warn_once
 from attrobust._ranking import (
-    _as_maps,
-    _by_chunks,
-    _order_keys,
-    _pair_counts,
-    _result_dtype,
-    _run_starts,
+    as_maps,
+    by_chunks,
+    check_map_pair,
     kendall_tau,
+    order_keys,
+    pair_counts,
+    result_dtype,
+    run_starts,
     saliency_map,
     topk_intersection,
 )
 
 
-def _cosine_rows(a: torch.Tensor, b: torch.Tensor, what: str) -> torch.Tensor:
+def cosine_rows(a: torch.Tensor, b: torch.Tensor, what: str) -> torch.Tensor:
     """Row-wise cosine of two ``(N, D)`` float64 tensors; NaN (and a warning) where a row has zero norm."""
     norms = torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
     zero = norms == 0
@@ -51,8 +52,8 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         Tensor ``(N,)`` in [-1, 1] (float64 arithmetic; float64 for float64 input, else float32). A row that is all
         zero in ``a`` or ``b`` has no defined cosine and gives NaN (with a one-time warning). Differentiable.
     """
-    a, b = _as_maps(a, b)
-    return _cosine_rows(a.double(), b.double(), "cosine").to(_result_dtype(a))
+    a, b = as_maps(a, b)
+    return cosine_rows(a.double(), b.double(), "cosine").to(result_dtype(a))
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -66,21 +67,21 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         Tensor ``(N,)`` in [-1, 1], ``scipy.stats.pearsonr(a_i, b_i).statistic`` for every row; a row that is
         constant in ``a`` or ``b`` (including ``D == 1``) gives NaN, as scipy does. Differentiable.
     """
-    a, b = _as_maps(a, b)
+    a, b = as_maps(a, b)
     a64, b64 = a.double(), b.double()
     a64 = a64 - a64.mean(1, keepdim=True)
     b64 = b64 - b64.mean(1, keepdim=True)
     norms = torch.linalg.vector_norm(a64, dim=1) * torch.linalg.vector_norm(b64, dim=1)
     constant = norms == 0
     r = (a64 * b64).sum(1) / norms.masked_fill(constant, 1.0)
-    return r.clamp(-1.0, 1.0).masked_fill(constant, float("nan")).to(_result_dtype(a))
+    return r.clamp(-1.0, 1.0).masked_fill(constant, float("nan")).to(result_dtype(a))
 
 
 def _average_ranks(t: torch.Tensor) -> torch.Tensor:
     """Row-wise ranks ``1..D`` of ``(N, D)`` values, tied values sharing their average rank (float64)."""
     n, d = t.shape
-    keys, order = _order_keys(t).sort(dim=1)
-    new_run = _run_starts(keys)
+    keys, order = order_keys(t).sort(dim=1)
+    new_run = run_starts(keys)
     run_id = new_run.cumsum(1) - 1
     pos = torch.arange(d, device=t.device).expand(n, d)
     first = torch.zeros_like(run_id).scatter_reduce_(1, run_id, pos, reduce="amin", include_self=False)
@@ -101,13 +102,13 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         average of their ranks); a row that is constant in ``a`` or ``b`` gives NaN, as scipy does. Not
         differentiable (ranks).
     """
-    a, b = _as_maps(a, b)
+    a, b = as_maps(a, b)
     with torch.no_grad():
-        return pearson(_average_ranks(a.detach()), _average_ranks(b.detach())).to(_result_dtype(a))
+        return pearson(_average_ranks(a.detach()), _average_ranks(b.detach())).to(result_dtype(a))
 
 
 def _gamma_chunk(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    total, ties_u, ties_v, ties_joint, discordant = _pair_counts(u, v)
+    total, ties_u, ties_v, ties_joint, discordant = pair_counts(u, v)
     untied = total - ties_u - ties_v + ties_joint  # concordant + discordant
     gamma = (untied - 2 * discordant).double() / untied.clamp(min=1).double()
     return gamma.masked_fill(untied == 0, float("nan"))
@@ -133,22 +134,13 @@ def goodman_kruskal_gamma(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     for name, t in (("u", u), ("v", v)):
         if isinstance(t, torch.Tensor) and t.dim() != 2:
             raise ValueError(f"{name}: expected values of shape (N, M) (2 dims), got {tuple(t.shape)}")
-    u, v = _as_maps(u, v)
-    return _by_chunks(_gamma_chunk, u, v).to(_result_dtype(u))
+    u, v = as_maps(u, v)
+    return by_chunks(_gamma_chunk, u, v).to(result_dtype(u))
 
 
 def _check_spatial_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate maps ``(N, H, W)`` / images ``(N, C, H, W)`` for SSIM and return them as ``(N, C, H, W)``."""
-    for name, t in (("a", a), ("b", b)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor of shape (N, H, W) or (N, C, H, W), got {type(t)}")
-        if t.dim() not in (3, 4):
-            raise ValueError(f"{name}: expected maps (N, H, W) or images (N, C, H, W), got shape {tuple(t.shape)}")
-        if t.dtype == torch.bool or t.is_complex():
-            raise ValueError(f"{name}: expected a real-valued tensor, got dtype {t.dtype}")
-    check_same_shape(a, b)
-    if a.device != b.device:
-        raise ValueError(f"a, b: expected tensors on the same device, got {a.device} and {b.device}")
+    check_map_pair(a, b, {3: "maps (N, H, W)", 4: "images (N, C, H, W)"})
     if a.numel() == 0:
         raise ValueError(f"a, b: expected a non-empty batch of non-empty maps, got shape {tuple(a.shape)}")
     for name, t in (("a", a), ("b", b)):
@@ -251,7 +243,7 @@ def ssim(
     s = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     pad = (win_size - 1) // 2
     per_channel = s[:, pad : h - pad, pad : w - pad].mean((1, 2)).view(n, c).mean(1)
-    return per_channel.masked_fill(rng == 0, 1.0).to(_result_dtype(a))
+    return per_channel.masked_fill(rng == 0, 1.0).to(result_dtype(a))
 
 
 __all__ = [

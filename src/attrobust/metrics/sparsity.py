@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from attrobust._checks import warn_once
-from attrobust._ranking import _result_dtype, saliency_map
+from attrobust._checks import check_maps, warn_once
+from attrobust._ranking import result_dtype, saliency_map
 
 
 def gini(a: torch.Tensor, *, sum_channels: bool = True) -> torch.Tensor:
@@ -34,17 +34,8 @@ def gini(a: torch.Tensor, *, sum_channels: bool = True) -> torch.Tensor:
         Tensor ``(N,)`` in ``[0, (d - 1) / d]``. An all-zero row has no defined index and gives NaN (with a
         one-time warning). Not differentiable (sorting).
     """
-    if not isinstance(a, torch.Tensor):
-        raise ValueError(f"a: expected a torch.Tensor of shape (N, D) or (N, C, H, W), got {type(a).__name__}")
-    if a.dim() not in (2, 4):
-        raise ValueError(f"a: expected maps (N, D) or attributions (N, C, H, W), got shape {tuple(a.shape)}")
-    if not a.is_floating_point():
-        raise ValueError(f"a: expected a floating-point tensor, got dtype {a.dtype}")
-    if a.numel() == 0:
-        raise ValueError(f"a: expected a non-empty batch of non-empty maps, got shape {tuple(a.shape)}")
-    if not bool(torch.isfinite(a).all()):
-        raise ValueError(f"a: expected finite values, got {int((~torch.isfinite(a)).sum())} NaN/inf entries")
-    dtype = _result_dtype(a)
+    check_maps(a, "a", {2: "maps (N, D)", 4: "attributions (N, C, H, W)"})
+    dtype = result_dtype(a)
     with torch.no_grad():
         v = saliency_map(a) if (a.dim() == 4 and sum_channels) else a.abs().flatten(1)
         v = v.detach().double().sort(dim=1).values

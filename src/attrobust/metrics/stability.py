@@ -14,6 +14,7 @@ its running statistics, no dropout) and no buffer of the model is written.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,10 +30,10 @@ from attrobust._checks import (
     warn_if_training,
     warn_once,
 )
-from attrobust._ranking import _result_dtype
-from attrobust.attributions import get_attribution, saliency
+from attrobust._ranking import result_dtype
+from attrobust.attributions import explainer, saliency
 from attrobust.attributions.layer import replace_output, resolve_layer
-from attrobust.metrics.similarity import _cosine_rows
+from attrobust.metrics.similarity import cosine_rows
 from attrobust.models import eval_norm
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -71,25 +72,6 @@ def uniform_perturbations(
     return torch.stack(list(_iter_perturbations(x, n_samples, noise, generator)))
 
 
-def _explainer(explain: Explainer | str) -> Explainer:
-    if isinstance(explain, str):
-        return get_attribution(explain)
-    if not callable(explain):
-        raise ValueError(f"explain: expected a callable explain(model, x, y) or an attribution name, got {explain!r}")
-    return explain
-
-
-def _explain(fn: Explainer, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    e = fn(model, x, y)
-    if not isinstance(e, torch.Tensor) or e.dim() < 2 or e.shape[0] != x.shape[0]:
-        got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
-        raise ValueError(f"explain: expected attributions of shape ({x.shape[0]}, ...), got {got}")
-    e = e.detach()
-    if not bool(torch.isfinite(e).all()):
-        raise ValueError(f"explain: expected finite attributions, got {int((~torch.isfinite(e)).sum())} NaN/inf")
-    return e
-
-
 def _forward(model: nn.Module, x: torch.Tensor, module: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits ``(N, K)`` and, when ``module`` is given, its output flattened to ``(N, F)`` (no autograd)."""
     store: list[torch.Tensor] = []
@@ -124,19 +106,9 @@ def _relative(diff: torch.Tensor, ref: torch.Tensor, eps_min: float) -> torch.Te
 
 
 def relative_stability(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    explain: Explainer | str,
-    *,
-    against: str = "input",
-    layer: str | nn.Module | None = None,
-    relative: bool | None = None,
-    n_samples: int = 10,
-    noise: float = 0.05,
-    eps_min: float = 1e-6,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain: Explainer | str, *,
+    against: str = "input", layer: str | nn.Module | None = None, relative: bool | None = None, n_samples: int = 10,
+    noise: float = 0.05, eps_min: float = 1e-6, p: float = 2.0, generator: torch.Generator | None = None,
     perturbations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Worst relative change of the attribution over label-preserving neighbours, relative to a reference change.
@@ -177,7 +149,7 @@ def relative_stability(
     check_choice(against, "against", STABILITY_REFERENCES)
     check_images(x)
     warn_if_training(model)
-    fn = _explainer(explain)
+    fn = explainer(explain, checked=True)
     check_positive(eps_min, "eps_min")
     if not (p >= 1):
         raise ValueError(f"p: expected a norm order >= 1 (or inf), got {p!r}")
@@ -194,50 +166,68 @@ def relative_stability(
         check_int(n_samples, "n_samples")
         check_positive(noise, "noise")
         samples = _iter_perturbations(x, n_samples, noise, generator)
-
     with eval_norm(model):  # per example: running statistics, no dropout, no buffer written
-        n = x.shape[0]
-        logits, rep = _forward(model, x, module)
-        check_labels(y, n, logits.shape[1])
-        pred = logits.argmax(1)
-        e_x = _explain(fn, model, x, y).double()
-        reference = {"input": x.detach(), "output": logits, "representation": rep}[against].double()
-        best = torch.full((n,), float("-inf"), dtype=torch.float64, device=x.device)
-        kept = torch.zeros(n, dtype=torch.bool, device=x.device)
-        for xs in samples:
-            logits_s, rep_s = _forward(model, xs, module)
-            e_s = _explain(fn, model, xs, y).double()
-            if e_s.shape != e_x.shape:
-                raise ValueError(f"explain: expected attributions of shape {tuple(e_x.shape)}, got {tuple(e_s.shape)}")
-            num = torch.linalg.vector_norm(_relative(e_x - e_s, e_x, eps_min).flatten(1), ord=p, dim=1)
-            ref_s = {"input": xs, "output": logits_s, "representation": rep_s}[against].double()
-            change = reference - ref_s
-            if relative:
-                change = _relative(change, reference, eps_min)
-            den = torch.linalg.vector_norm(change.flatten(1), ord=p, dim=1).clamp(min=eps_min)
-            same = logits_s.argmax(1) == pred
-            best = torch.where(same, torch.maximum(best, num / den), best)
-            kept |= same
+        best, kept = _worst_ratio(model, x, y, fn, samples, _Reference(against, module, relative, eps_min, p))
     if not bool(kept.all()):
         warn_once(
             f"relative_stability: {int((~kept).sum())} example(s) have no neighbour with the same prediction; "
             "their value is NaN (use a smaller noise or more samples)"
         )
-    return best.masked_fill(~kept, float("nan")).to(_result_dtype(x))
+    return best.masked_fill(~kept, float("nan")).to(result_dtype(x))
 
 
-def ris(
+@dataclass(frozen=True)
+class _Reference:
+    """The denominator of :func:`relative_stability`: the change of ``against`` (the input, the logits, or the
+    flattened output of ``module``), divided element-wise by its clean value when ``relative``, floored at
+    ``eps_min``, in the ``p``-norm (also the numerator's norm)."""
+
+    against: str
+    module: nn.Module | None
+    relative: bool
+    eps_min: float
+    p: float
+
+
+def _worst_ratio(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    explain: Explainer | str,
-    *,
-    n_samples: int = 10,
-    noise: float = 0.05,
-    eps_min: float = 1e-6,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
-    perturbations: torch.Tensor | None = None,
+    explain: Explainer,
+    samples: Iterator[torch.Tensor] | torch.Tensor,
+    ref: _Reference,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example ``(N,)`` float64: the largest ratio over the label-preserving samples (``-inf`` if none), and
+    bool ``(N,)``: some sample kept the prediction."""
+    n = x.shape[0]
+    logits, rep = _forward(model, x, ref.module)
+    check_labels(y, n, logits.shape[1])
+    pred = logits.argmax(1)
+    e_x = explain(model, x, y).detach().double()
+    reference = {"input": x.detach(), "output": logits, "representation": rep}[ref.against].double()
+    best = torch.full((n,), float("-inf"), dtype=torch.float64, device=x.device)
+    kept = torch.zeros(n, dtype=torch.bool, device=x.device)
+    for xs in samples:
+        logits_s, rep_s = _forward(model, xs, ref.module)
+        e_s = explain(model, xs, y).detach().double()
+        if e_s.shape != e_x.shape:
+            raise ValueError(f"explain: expected attributions of shape {tuple(e_x.shape)}, got {tuple(e_s.shape)}")
+        num = torch.linalg.vector_norm(_relative(e_x - e_s, e_x, ref.eps_min).flatten(1), ord=ref.p, dim=1)
+        ref_s = {"input": xs, "output": logits_s, "representation": rep_s}[ref.against].double()
+        change = reference - ref_s
+        if ref.relative:
+            change = _relative(change, reference, ref.eps_min)
+        den = torch.linalg.vector_norm(change.flatten(1), ord=ref.p, dim=1).clamp(min=ref.eps_min)
+        same = logits_s.argmax(1) == pred
+        best = torch.where(same, torch.maximum(best, num / den), best)
+        kept |= same
+    return best, kept
+
+
+def ris(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain: Explainer | str, *,
+    n_samples: int = 10, noise: float = 0.05, eps_min: float = 1e-6, p: float = 2.0,
+    generator: torch.Generator | None = None, perturbations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relative input stability (eq. 40): :func:`relative_stability` with ``against="input"``; ``(N,)``, lower is
     more stable. ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; see :func:`relative_stability`."""
@@ -248,18 +238,9 @@ def ris(
 
 
 def ros(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    explain: Explainer | str,
-    *,
-    relative: bool = False,
-    n_samples: int = 10,
-    noise: float = 0.05,
-    eps_min: float = 1e-6,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
-    perturbations: torch.Tensor | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain: Explainer | str, *,
+    relative: bool = False, n_samples: int = 10, noise: float = 0.05, eps_min: float = 1e-6, p: float = 2.0,
+    generator: torch.Generator | None = None, perturbations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relative output stability (eq. 42): :func:`relative_stability` with ``against="output"`` (logit change,
     ``relative=True`` divides it by the logits); ``(N,)``, lower is more stable. ``x`` ``(N, C, H, W)`` in
@@ -271,19 +252,9 @@ def ros(
 
 
 def rrs(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    explain: Explainer | str,
-    *,
-    layer: str | nn.Module,
-    relative: bool = True,
-    n_samples: int = 10,
-    noise: float = 0.05,
-    eps_min: float = 1e-6,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
-    perturbations: torch.Tensor | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain: Explainer | str, *,
+    layer: str | nn.Module, relative: bool = True, n_samples: int = 10, noise: float = 0.05, eps_min: float = 1e-6,
+    p: float = 2.0, generator: torch.Generator | None = None, perturbations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relative representation stability (eq. 41): :func:`relative_stability` with ``against="representation"``
     on the output of ``layer`` (read with a forward hook); ``(N,)``, lower is more stable. ``x`` ``(N, C, H, W)``
@@ -339,8 +310,8 @@ def activation_consistency(
     with eval_norm(model):
         a, b = _relu_states(model, x), _relu_states(model, x_adv)
     if statistic == "agreement":
-        return (a == b).double().mean(1).to(_result_dtype(x))
-    return _cosine_rows(a.double(), b.double(), "activation_consistency").to(_result_dtype(x))
+        return (a == b).double().mean(1).to(result_dtype(x))
+    return cosine_rows(a.double(), b.double(), "activation_consistency").to(result_dtype(x))
 
 
 def image_gradient_alignment(
@@ -367,8 +338,8 @@ def image_gradient_alignment(
     xx = x.detach()
     if channel_mean:
         xx, g = xx.mean(1), g.mean(1)
-    cos = _cosine_rows(xx.flatten(1).double(), g.flatten(1).double(), "image_gradient_alignment")
-    return cos.to(_result_dtype(x))
+    cos = cosine_rows(xx.flatten(1).double(), g.flatten(1).double(), "image_gradient_alignment")
+    return cos.to(result_dtype(x))
 
 
 __all__ = [
