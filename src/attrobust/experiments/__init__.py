@@ -25,7 +25,7 @@ from .config import (
 from .evaluate import evaluate, format_table, table_row
 from .protocol import eval_defaults
 from .report import write_report
-from .store import Store, open_store
+from .results.store import Store, open_store
 from .train import TrainResult, train
 
 __all__ = [

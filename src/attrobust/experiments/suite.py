@@ -32,7 +32,7 @@ from ..attributions import get_attribution, integrated_gradients
 from ..attributions.layer import last_feature_layer
 from ..metrics import bounds, faithfulness
 from .config import EvalConfig
-from .train import derive_seed
+from .seeding import derive_seed
 
 # metrics of one example pair (clean map, IFIA-perturbed map)
 PAIR_METRICS = ("spearman", "pearson", "cosine", "ssim")
