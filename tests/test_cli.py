@@ -11,8 +11,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from attrobust.cli import app, registries
 from attrobust.experiments import bench
-from attrobust.experiments.cli import app, registries
 
 runner = CliRunner()
 

@@ -17,22 +17,14 @@ import torch
 from typer.testing import CliRunner
 
 import attrobust
+from attrobust.cli import app
 from attrobust.experiments import protocol as protocol_lib
-from attrobust.experiments.cli import app
 from attrobust.experiments.config import EvalConfig, TrainConfig, from_dict
 from attrobust.experiments.evaluate import evaluate
-from attrobust.experiments.store import (
-    METRIC_ALIASES,
-    SCHEMA_VERSION,
-    code_version,
-    flatten_examples,
-    flatten_metrics,
-    git_state,
-    machine_info,
-    open_store,
-    record_evaluation_result,
-    resolve_db_path,
-)
+from attrobust.experiments.pipeline import record_evaluation_result
+from attrobust.experiments.provenance import code_version, git_state, machine_info
+from attrobust.experiments.results.schema import METRIC_ALIASES, SCHEMA_VERSION
+from attrobust.experiments.results.store import flatten_examples, flatten_metrics, open_store, resolve_db_path
 from attrobust.experiments.train import train
 
 REPO = Path(__file__).resolve().parents[1]
