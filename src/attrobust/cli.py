@@ -322,10 +322,6 @@ def report_command(
     typer.echo(f"markdown: {md_path}")
 
 
-def _quickstart(out_dir: Path, budget: str, force: bool, quiet: bool) -> None:
-    quickstart(out_dir, budget, force=force, progress=not quiet, echo=typer.echo)
-
-
 QuickOut = Annotated[Path, typer.Option("--out-dir", help="Root directory of the runs.")]
 QuickBudget = Annotated[str, typer.Option(help="cpu (minutes on 2 cores) or full (longer training, paper eval).")]
 QuickForce = Annotated[bool, typer.Option("--force", help="Retrain and re-evaluate.")]
@@ -338,7 +334,7 @@ def quickstart_command(
     out_dir: QuickOut = Path("runs"), budget: QuickBudget = "cpu", force: QuickForce = False, quiet: QuickQuiet = False
 ) -> None:
     """small_cnn on MNIST: natural, PGD-AT, TRADES+IGR, IG-SUM-NORM, ART, median smoothing; table and report."""
-    _quickstart(out_dir, budget, force, quiet)
+    quickstart(out_dir, budget, force=force, progress=not quiet, echo=typer.echo)
 
 
 @app.command("audit")
@@ -402,13 +398,7 @@ def tables_command() -> None:
         typer.echo(f"{name:22s} {', '.join(models)}")
 
 
-@app.command("demo")
-@friendly
-def demo_command(
-    out_dir: QuickOut = Path("runs"), budget: QuickBudget = "cpu", force: QuickForce = False, quiet: QuickQuiet = False
-) -> None:
-    """Same as `attrobust bench quickstart`."""
-    _quickstart(out_dir, budget, force, quiet)
+demo_command = app.command("demo", help="Same as `attrobust bench quickstart`.")(quickstart_command)
 
 
 def main() -> None:

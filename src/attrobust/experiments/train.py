@@ -8,9 +8,10 @@ from ``(seed, e)``, in batches of ``batch_size`` (the last partial batch is drop
 Randomness of the objective (e.g. the PGD random start of ``pgd_at``) comes from the trainer's generator
 (seeded from ``seed``), passed as ``objective(model, x, y, generator=...)``; an objective with a schedule
 (a ``set_step`` attribute) is told the global step before every call. The generator's state, the global torch
-RNG state (dropout), the model, optimiser, scheduler and step are saved in ``<out_dir>/<name>/state.pt`` every
-``checkpoint_every`` steps. On CPU, ``train(config, resume=True)`` after an interruption ends with weights
-identical to an uninterrupted run.
+RNG state (dropout), the model, optimiser, scheduler and step (a :class:`~.checkpointing.TrainState`) are saved
+in ``<out_dir>/<name>/state.pt`` every ``checkpoint_every`` steps. On CPU, ``train(config, resume=True)`` after
+an interruption ends with weights identical to an uninterrupted run. A run that trained is recorded in the
+results database through :mod:`.pipeline` (this module never imports the store).
 
 The learning rate is set by a ``LambdaLR`` scheduler stepped after every optimiser step; its factor is a
 function of the progress in whole epochs (``step // steps_per_epoch``) or in steps, as documented on
