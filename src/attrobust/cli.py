@@ -58,6 +58,13 @@ DbOption = Annotated[
     Path | None, typer.Option("--db", help="Results database (default: $ATTROBUST_DB, else <runs root>/attrobust.db).")
 ]
 NoDbOption = Annotated[bool, typer.Option("--no-db", help="Do not record the result in the results database.")]
+# options that several commands share
+NOption = Annotated[int | None, typer.Option(help="Number of test samples.")]
+EpsOption = Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")]
+StepSizeOption = Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")]
+KOption = Annotated[int | None, typer.Option(help="IFIA top-k size.")]
+EvalConfigOption = Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 def _db_arg(db: Path | None, no_db: bool) -> Path | bool | None:
@@ -180,12 +187,12 @@ def train_command(
 @friendly
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by `attrobust train`.")],
-    n: Annotated[int | None, typer.Option(help="Number of test samples.")] = None,
+    n: NOption = None,
     attack: Annotated[str, typer.Option(help="Attacks to run: all, ifia, pgd or none.")] = "all",
     attribution: Annotated[str | None, typer.Option(help="Attribution attacked by IFIA (ig, saliency).")] = None,
-    k: Annotated[int | None, typer.Option(help="IFIA top-k size.")] = None,
-    eps: Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")] = None,
-    step_size: Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")] = None,
+    k: KOption = None,
+    eps: EpsOption = None,
+    step_size: StepSizeOption = None,
     steps: Annotated[int | None, typer.Option(help="IFIA iterations.")] = None,
     pgd_steps: Annotated[int | None, typer.Option(help="PGD iterations.")] = None,
     ig_steps: Annotated[int | None, typer.Option(help="Integrated-gradients path points.")] = None,
@@ -197,9 +204,9 @@ def evaluate_command(
         typer.Option(help="Extra metrics: 'all' or comma-separated names (attrobust list shows them)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Results JSON (default: results.json beside CHECKPOINT).")] = None,
-    config: Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")] = None,
+    config: EvalConfigOption = None,
     sets: SetOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOption = False,
     db: DbOption = None,
     no_db: NoDbOption = False,
 ) -> None:
@@ -325,13 +332,12 @@ def report_command(
 QuickOut = Annotated[Path, typer.Option("--out-dir", help="Root directory of the runs.")]
 QuickBudget = Annotated[str, typer.Option(help="cpu (minutes on 2 cores) or full (longer training, paper eval).")]
 QuickForce = Annotated[bool, typer.Option("--force", help="Retrain and re-evaluate.")]
-QuickQuiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 @bench_app.command("quickstart")
 @friendly
 def quickstart_command(
-    out_dir: QuickOut = Path("runs"), budget: QuickBudget = "cpu", force: QuickForce = False, quiet: QuickQuiet = False
+    out_dir: QuickOut = Path("runs"), budget: QuickBudget = "cpu", force: QuickForce = False, quiet: QuietOption = False
 ) -> None:
     """small_cnn on MNIST: natural, PGD-AT, TRADES+IGR, IG-SUM-NORM, ART, median smoothing; table and report."""
     quickstart(out_dir, budget, force=force, progress=not quiet, echo=typer.echo)
@@ -345,15 +351,15 @@ def audit_command(
     weights: Annotated[Path | None, typer.Option(help="State dict to load (torch.load weights_only=True).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where on-disk datasets live.")] = None,
     size: Annotated[int, typer.Option(help="Image size for a folder of images.")] = 224,
-    n: Annotated[int | None, typer.Option(help="Number of test samples.")] = None,
-    eps: Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")] = None,
-    step_size: Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")] = None,
-    k: Annotated[int | None, typer.Option(help="IFIA top-k size.")] = None,
+    n: NOption = None,
+    eps: EpsOption = None,
+    step_size: StepSizeOption = None,
+    k: KOption = None,
     metrics: Annotated[str | None, typer.Option(help="Extra metrics: 'all' or comma-separated names.")] = None,
-    config: Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")] = None,
+    config: EvalConfigOption = None,
     sets: SetOption = None,
     out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html, report.md).")] = Path("audit"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Audit your own model: attributional-robustness evaluation and report for any nn.Module on [0,1] images."""
     sys.path.insert(0, str(Path.cwd()))
@@ -381,7 +387,7 @@ def table_command(
     budget: Annotated[str, typer.Option(help="cpu (shrunk to run on 2 cores) or paper (GPU, real data).")] = "cpu",
     models: Annotated[str | None, typer.Option(help="Comma-separated subset of the table's models.")] = None,
     force: QuickForce = False,
-    quiet: QuickQuiet = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Reproduce a source paper's table: train, evaluate, print ours and write the report beside the paper's."""
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None

@@ -38,10 +38,11 @@ from .config import (
     save_yaml,
     to_dict,
 )
-from .evaluate import evaluate, format_table, table_row
+from .evaluate import evaluate
 from .protocol import eval_defaults
 from .report import write_report
 from .results.store import Store, open_store
+from .results.tables import format_table, table_row
 from .train import TrainResult, train
 
 __all__ = [

@@ -285,6 +285,7 @@ def table_configs(
     return runs, eval_cfg, {m: v for m, v in published.items() if m in chosen}
 
 
+# the same keyword options as quickstart's, on purpose: the two public entry points of the presets take them alike
 def table(
     name: str,
     out_dir: str | Path = "runs",

@@ -36,7 +36,8 @@ from .yamlio import (
     to_dict,
 )
 
-# the dict/YAML functions of :mod:`.yamlio` are part of this module's public face (``config.from_dict`` etc.)
+# the dict/YAML functions of :mod:`.yamlio` are part of this module's public face (``config.from_dict`` etc.);
+# the package's ``__all__`` repeats most of these names on purpose (a curated list of names, not logic)
 __all__ = [
     "AUTOCAST_CHOICES",
     "DataConfig",
