@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from attrobust.cli import app
 from attrobust.experiments import audit as audit_lib
-from attrobust.experiments.cli import app
 from attrobust.experiments.config import EvalConfig, from_dict
 
 USER_MODULE = textwrap.dedent('''

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from attrobust.cli import FLAG_KEYS, app, flag_overrides, registries
 from attrobust.experiments import bench
-from attrobust.experiments.cli import app, registries
 
 runner = CliRunner()
 
@@ -200,6 +200,13 @@ def test_quickstart_budgets_resolve_from_the_repository_presets(tmp_path: Path) 
     assert full_runs[1][1].objective.params["steps"] == 40 and full_runs[1][1].data.train_subset is None
     assert [cfg.name for _, cfg in full_runs][:2] == ["quickstart_natural_full", "quickstart_pgd_at_full"]
     assert full_runs[2][1].init == str(tmp_path / "quickstart_natural_full")
+
+
+def test_options_map_onto_config_keys_through_one_table() -> None:
+    assert flag_overrides(eps=0.1, k=5, n=None, metrics="gini, ssim") == {
+        "pgd": {"eps": 0.1}, "ifia": {"eps": 0.1, "k": 5}, "metrics": ["gini", "ssim"]}  # fmt: skip
+    assert flag_overrides() == {} and flag_overrides(metrics="") == {"metrics": []}
+    assert all(key.split(".")[0] in ("n", "batch_size", "pgd", "ifia") for keys in FLAG_KEYS.values() for key in keys)
 
 
 def test_python_dash_m_runs_the_cli() -> None:

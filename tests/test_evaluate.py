@@ -109,6 +109,20 @@ def test_in_memory_model_dataset_and_mode(checkpoint: Path) -> None:
         evaluate(42, cfg, progress=False)  # type: ignore[arg-type]
 
 
+def test_mixed_submodule_modes_come_back_exactly(checkpoint: Path) -> None:
+    from attrobust import models
+
+    model, _ = models.load(checkpoint)
+    model.train()
+    frozen = [m for m in model.modules() if m is not model][:2]  # e.g. a frozen batch norm inside a training net
+    for m in frozen:
+        m.eval()
+    before = [(name, m.training) for name, m in model.named_modules()]
+    ds = data.load("synthetic", "test", n=12, size=8, num_classes=3, noise=0.6)
+    evaluate(model, from_dict(EvalConfig, {**FAST, "n": None, "skip_ifia": True}), dataset=ds, progress=False)
+    assert [(name, m.training) for name, m in model.named_modules()] == before
+
+
 def test_pgd_with_zero_budget_keeps_natural_accuracy(checkpoint: Path, tmp_path: Path) -> None:
     cfg = from_dict(EvalConfig, {**FAST, "skip_ifia": True, "pgd": {"eps": 0.0, "step_size": 0.05, "steps": 2}})
     res = evaluate(checkpoint, cfg, progress=False, out=tmp_path / "r.json")

@@ -15,8 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from attrobust import models
+from attrobust.cli import app
 from attrobust.experiments import audit as audit_lib
-from attrobust.experiments.cli import app
 from attrobust.experiments.config import OptimConfig, TrainConfig, from_dict, load_yaml, merge, to_dict
 from attrobust.experiments.train import train
 

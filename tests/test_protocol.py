@@ -15,9 +15,9 @@ import yaml
 from typer.testing import CliRunner
 
 from attrobust import data
+from attrobust.cli import app
 from attrobust.experiments import bench
 from attrobust.experiments import protocol as protocol_lib
-from attrobust.experiments.cli import app
 from attrobust.experiments.config import (
     EvalConfig,
     TrainConfig,
@@ -29,7 +29,8 @@ from attrobust.experiments.config import (
 )
 from attrobust.experiments.evaluate import evaluate
 from attrobust.experiments.report import write_report
-from attrobust.experiments.store import MIGRATIONS, SCHEMA_VERSION, open_store
+from attrobust.experiments.results.schema import MIGRATIONS, SCHEMA_VERSION
+from attrobust.experiments.results.store import open_store
 from attrobust.experiments.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -17,22 +17,14 @@ import torch
 from typer.testing import CliRunner
 
 import attrobust
+from attrobust.cli import app
 from attrobust.experiments import protocol as protocol_lib
-from attrobust.experiments.cli import app
 from attrobust.experiments.config import EvalConfig, TrainConfig, from_dict
 from attrobust.experiments.evaluate import evaluate
-from attrobust.experiments.store import (
-    METRIC_ALIASES,
-    SCHEMA_VERSION,
-    code_version,
-    flatten_examples,
-    flatten_metrics,
-    git_state,
-    machine_info,
-    open_store,
-    record_evaluation_result,
-    resolve_db_path,
-)
+from attrobust.experiments.pipeline import record_evaluation_result
+from attrobust.experiments.provenance import code_version, git_revision, git_state, machine_info
+from attrobust.experiments.results.schema import METRIC_ALIASES, SCHEMA_VERSION
+from attrobust.experiments.results.store import flatten_examples, flatten_metrics, open_store, resolve_db_path
 from attrobust.experiments.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,6 +153,9 @@ def test_code_version_and_machine() -> None:
     in_checkout = head.returncode == 0 and (REPO / "src" / "attrobust").resolve() == Path(attrobust.__file__).parent
     assert code["git_commit"] == (head.stdout.strip() if in_checkout else None)
     assert isinstance(code["git_dirty"], bool) if in_checkout else code["git_dirty"] is None
+    revision = git_revision()  # the report's one-string form of the same probe
+    assert revision is None if not in_checkout else revision.split()[0] == code["git_commit"]
+    assert revision is None or revision.endswith(" (modified)") == bool(code["git_dirty"])
     info = machine_info("cpu")
     assert info["python"] == platform.python_version() and info["torch"] == torch.__version__
     assert info["cpu_count"] == os.cpu_count() and info["device"] == "cpu"

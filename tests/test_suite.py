@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from attrobust import data, metrics
 from attrobust.attributions import integrated_gradients
+from attrobust.cli import app
 from attrobust.data.boxed import BoxedImageDataset
 from attrobust.experiments import suite
-from attrobust.experiments.cli import app
 from attrobust.experiments.config import EvalConfig, TrainConfig, from_dict
 from attrobust.experiments.evaluate import evaluate
 from attrobust.experiments.train import train

@@ -1,6 +1,6 @@
-"""``python -m attrobust`` runs the command line."""
+"""``python -m attrobust`` (and ``torchrun -m attrobust``) runs the command line."""
 
-from attrobust.experiments.cli import main
+from attrobust.cli import main
 
 if __name__ == "__main__":
     main()

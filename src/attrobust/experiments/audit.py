@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import data as data_lib
 from .._checks import has_relu
-from ..attacks.pgd import model_mode
+from ..attacks import model_mode
 from ..attributions import grad_of
 from ..data import ImageDataset
 from ..data.imagenette import IMAGE_SUFFIXES
@@ -40,6 +40,7 @@ from ..models import check_finite_weights
 from .config import EvalConfig, merge
 from .evaluate import evaluate
 from .protocol import check_budget, eval_defaults
+from .report import write_report
 
 
 def load_factory(spec: str) -> nn.Module:
@@ -145,8 +146,6 @@ def audit(
 
     Returns ``{"results": ..., "report": (html, md), "warnings": [...]}``.
     """
-    from .report import write_report
-
     if isinstance(data, ImageDataset):
         ds, name = data, data.name
     elif Path(str(data)).is_dir():

@@ -16,15 +16,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tqdm.auto import tqdm
 
 from . import protocol as protocol_lib
 from .config import EvalConfig, TrainConfig, load_yaml, merge, merge_yaml, to_dict
-from .evaluate import evaluate, file_sha256, format_table, table_row
+from .evaluate import evaluate
 from .protocol import config_dir, eval_defaults
+from .provenance import file_sha256
+from .report import write_report
+from .results.tables import format_table, table_row
 from .train import train
 
 # (label, preset file, label of the earlier model it is fine-tuned from, or None)
@@ -182,38 +187,49 @@ def quickstart(
     """
     t0 = time.perf_counter()
     runs, eval_cfg = quickstart_configs(out_dir, budget, presets)
-    protocol = _protocol(eval_cfg, runs[0][1])
-    echo(protocol)
-    bar = _stage_bar(len(runs), report, progress, "quickstart")
-    rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
-    return _finish(rows, all_results, protocol, Path(out_dir) / QUICKSTART["report"],
-                   "attrobust quickstart (MNIST, small_cnn)", None, report, bar, echo, t0)  # fmt: skip
+    preset = _Preset("quickstart", Path(out_dir) / QUICKSTART["report"], "attrobust quickstart (MNIST, small_cnn)",
+                     None, report, echo)  # fmt: skip
+    return _run_preset(preset, runs, eval_cfg, force=force, progress=progress, t0=t0)
 
 
-def _finish(
-    rows: list[dict[str, str]],
-    all_results: dict[str, dict[str, Any]],
-    protocol: str,
-    report_dir: Path,
-    title: str,
-    published: dict[str, Any] | None,
-    report: bool,
-    bar: Any,
-    echo: Callable[[str], None],
+@dataclass(frozen=True)
+class _Preset:
+    """How a preset benchmark is shown: its progress bar's ``name``, where its report goes (``report_dir``,
+    ``title``, the ``published`` figures beside ours), whether to write it, and where text goes (``echo``)."""
+
+    name: str
+    report_dir: Path
+    title: str
+    published: dict[str, Any] | None
+    report: bool
+    echo: Callable[[str], None]
+
+
+def _run_preset(
+    preset: _Preset,
+    runs: list[tuple[str, TrainConfig]],
+    eval_cfg: EvalConfig,
+    *,
+    force: bool,
+    progress: bool,
     t0: float,
 ) -> dict[str, Any]:
-    """Print the protocol and the table, write the report, print the total time and the report's path."""
-    from .report import write_report
-
+    """Print the protocol, train and evaluate every run (reusing what is done), print the protocol and the
+    table, write the report, print the total time and the report's path."""
+    echo = preset.echo
+    protocol = _protocol(eval_cfg, runs[0][1])
+    echo(protocol)
+    bar = _stage_bar(len(runs), preset.report, progress, preset.name)
+    rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
     table = format_table(rows)
     echo(f"\n{protocol}\n")
     echo(table)
     paths = None
-    if report:
+    if preset.report:
         bar.set_postfix_str("report")
         checkpoints = {label: r["checkpoint"] for label, r in all_results.items() if r.get("checkpoint")}
-        paths = write_report(all_results, report_dir, title=title, models=checkpoints, published=published,
-                             n_examples=3)  # fmt: skip
+        paths = write_report(all_results, preset.report_dir, title=preset.title, models=checkpoints,
+                             published=preset.published, n_examples=3)  # fmt: skip
         bar.update(_STAGE_WEIGHT["report"])
     bar.close()
     seconds = time.perf_counter() - t0
@@ -245,8 +261,6 @@ def table_configs(
     ``<model>_cpu.yaml`` variants and ``_eval_cpu.yaml`` on top of ``_eval.yaml``. ``models`` picks a subset.
     Dashes in ``name`` read as underscores (``rar-mnist``).
     """
-    import yaml
-
     root = Path(presets) if presets is not None else config_dir()
     name = name.replace("-", "_")
     valid = table_names(root)
@@ -271,6 +285,7 @@ def table_configs(
     return runs, eval_cfg, {m: v for m, v in published.items() if m in chosen}
 
 
+# the same keyword options as quickstart's, on purpose: the two public entry points of the presets take them alike
 def table(
     name: str,
     out_dir: str | Path = "runs",
@@ -290,9 +305,6 @@ def table(
     t0 = time.perf_counter()
     runs, eval_cfg, published = table_configs(name, out_dir, budget, presets, models)
     name = name.replace("-", "_")
-    protocol = _protocol(eval_cfg, runs[0][1])
-    echo(protocol)
-    bar = _stage_bar(len(runs), report, progress, name)
-    rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
-    return _finish(rows, all_results, protocol, Path(out_dir) / f"{name}_{budget}_report", f"attrobust: {name}",
-                   published or None, report, bar, echo, t0)  # fmt: skip
+    preset = _Preset(name, Path(out_dir) / f"{name}_{budget}_report", f"attrobust: {name}", published or None, report,
+                     echo)  # fmt: skip
+    return _run_preset(preset, runs, eval_cfg, force=force, progress=progress, t0=t0)

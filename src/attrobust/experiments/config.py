@@ -1,4 +1,5 @@
-"""Typed experiment configuration: dataclasses with strict YAML in/out and dotted overrides.
+"""Typed experiment configuration: the config dataclasses, checked on construction (YAML in/out, merging and
+dotted overrides live in :mod:`.yamlio` and are re-exported here).
 
 A training run is described by :class:`TrainConfig` (data, model, objective, optimiser, length), an evaluation
 by :class:`EvalConfig` (which test samples, the PGD attack on the prediction and the IFIA attack on the
@@ -18,26 +19,54 @@ from its paper preset, see :func:`attrobust.experiments.protocol.eval_defaults`.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
-
-import yaml
+from typing import Any, Literal
 
 from .._checks import check_finite_floats
+from .yamlio import (
+    apply_overrides,
+    deep_merge,
+    from_dict,
+    load_yaml,
+    merge,
+    merge_yaml,
+    parse_override,
+    read_yaml,
+    save_yaml,
+    to_dict,
+)
 
-C = TypeVar("C")
+# the dict/YAML functions of :mod:`.yamlio` are part of this module's public face (``config.from_dict`` etc.);
+# the package's ``__all__`` repeats most of these names on purpose (a curated list of names, not logic)
+__all__ = [
+    "AUTOCAST_CHOICES",
+    "DataConfig",
+    "EvalConfig",
+    "IFIAEvalConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "OptimConfig",
+    "PGDEvalConfig",
+    "SuiteConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "deep_merge",
+    "from_dict",
+    "load_yaml",
+    "merge",
+    "merge_yaml",
+    "parse_override",
+    "read_yaml",
+    "save_yaml",
+    "to_dict",
+]
 
 
 def _nested(obj: Any, name: str, cls: type) -> None:
     """Allow a nested section to be given as a mapping (``EvalConfig(pgd={"eps": 0.1})``)."""
     value = getattr(obj, name)
     if isinstance(value, dict):
-        setattr(obj, name, _from_dict(cls, value, name + "."))
+        setattr(obj, name, from_dict(cls, value, prefix=name + "."))
     elif not isinstance(value, cls):
         raise ValueError(f"{name}: expected a {cls.__name__} or a mapping, got {type(value).__name__}")
 
@@ -303,219 +332,3 @@ class EvalConfig:
         _check_min(self.n, "n", 1)
         _check_min(self.batch_size, "batch_size", 1)
         check_finite_floats(self, "")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# dict <-> dataclass
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (converting where lossless) or raise ``ValueError``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        messages = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, path)
-            except ValueError as err:
-                messages.append(str(err))
-        raise ValueError(messages[0] if len(messages) == 1 else f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ValueError(f"{path}: expected a mapping for {tp.__name__}, got {value!r}")
-        return _from_dict(tp, value, path + ".")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{path}: expected a string, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{path}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): copy.deepcopy(v) for k, v in value.items()}
-    raise ValueError(f"{path}: unsupported annotation {tp!r}")
-
-
-def _from_dict(cls: type[C], data: dict[str, Any], prefix: str) -> C:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ValueError(
-            f"unknown config key {prefix}{unknown[0]!s}; expected one of: "
-            + ", ".join(prefix + name for name in fields)
-        )
-    missing = [
-        name
-        for name, f in fields.items()
-        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ValueError(f"missing config key {prefix}{missing[0]}")
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def from_dict(cls: type[C], data: dict[str, Any]) -> C:
-    """Build the config dataclass ``cls`` from nested dicts; unknown keys and ill-typed values raise
-    ``ValueError`` naming the dotted key."""
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    return _from_dict(cls, data, "")
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict (only str, int, float, bool, None, list, dict) of a config dataclass."""
-    return dataclasses.asdict(cfg)
-
-
-def merge(cfg: C, data: dict[str, Any]) -> C:
-    """A copy of ``cfg`` with the (possibly partial, nested) mapping ``data`` applied on top."""
-
-    def deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
-        # nested config sections merge key by key; free-form ``kwargs``/``params`` mappings are replaced whole
-        for key, value in upd.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("kwargs", "params"):
-                deep_update(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-        return base
-
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a mapping of config keys, got {type(data).__name__}")
-    return from_dict(type(cfg), deep_update(to_dict(cfg), data))
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``"a.b=value"`` into ``(["a", "b"], yaml.safe_load("value"))``."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"override: expected KEY=VALUE with a dotted KEY (e.g. optim.lr=1e-3), got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ValueError(f"override {text!r}: value is not valid YAML ({err})") from None
-    return key.strip().split("."), value
-
-
-def apply_overrides(cfg: C, overrides: list[str] | tuple[str, ...]) -> C:
-    """A copy of ``cfg`` with each ``"dotted.key=value"`` applied in order (values parsed by YAML)."""
-    data = to_dict(cfg)
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for depth, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if not isinstance(child, dict):
-                if key in node:
-                    raise ValueError(f"override {text!r}: {'.'.join(keys[: depth + 1])} is not a mapping")
-                child = node[key] = {}
-            node = child
-        node[keys[-1]] = value
-    return from_dict(type(cfg), data)
-
-
-def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The top-level mapping of a YAML file (``yaml.safe_load``; an empty file is ``{}``).
-
-    A file may start from other files: ``extends: base.yaml`` (or a list of files, applied in order; paths
-    relative to the extending file) deep-merges the file's own keys over the bases', so a preset's ``_cpu``
-    variant states only what it shrinks. A cycle of ``extends`` is an error.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
-    if path.resolve() in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
-        raise ValueError(f"{path}: expected no cycle of 'extends', got {chain}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
-    bases = data.pop("extends", None)
-    if bases is None:
-        return data
-    if isinstance(bases, str):
-        bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ValueError(f"{path}: extends: expected a file name or a list of file names, got {bases!r}")
-    merged: dict[str, Any] = {}
-    for base in bases:
-        merged = _deep_update(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
-    return _deep_update(merged, data)
-
-
-def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``upd`` merged in recursively (mappings merge, everything else replaces); a new dict."""
-    out = dict(base)
-    for key, value in upd.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def load_yaml(cls: type[C], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> C:
-    """Read a YAML config file into ``cls`` and apply ``overrides`` (dotted ``key=value`` strings)."""
-    data = read_yaml(path)
-    try:
-        return apply_overrides(from_dict(cls, data), overrides)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-
-
-def merge_yaml(cfg: C, path: str | Path) -> C:
-    """A copy of ``cfg`` with the (partial) YAML file at ``path`` applied on top (see :func:`merge`)."""
-    data = read_yaml(path)
-    try:
-        return merge(cfg, data)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-
-
-def save_yaml(cfg: Any, path: str | Path) -> Path:
-    """Write ``to_dict(cfg)`` as YAML (keys in field order) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path

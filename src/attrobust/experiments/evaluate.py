@@ -10,6 +10,9 @@ Before the work, the evaluation checks that its budget is set (a dataset without
 its protocol and fingerprint (:mod:`.protocol`) and picks a results file that holds no other protocol's results;
 both are stored in the results. The attacks are seeded per batch, so ``batch_size`` is part of the protocol.
 
+The work ends here: the results dict goes to :mod:`.pipeline`, which writes the results file and records it
+in the database (this module never imports the store).
+
 Tensor contract: images float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, the model returns logits
 ``(N, K)``; every budget is in pixel units.
 """
@@ -17,11 +20,9 @@ Tensor contract: images float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``,
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
-import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,13 @@ from ..data import ImageDataset
 from . import distributed, suite
 from . import protocol as protocol_lib
 from .config import EvalConfig, to_dict
-from .train import derive_seed
+from .pipeline import publish_evaluation
+from .provenance import file_sha256
+from .results.tables import TABLE_COLUMNS, format_table, table_row  # noqa: F401 - their former home (aliases)
+from .seeding import derive_seed
+from .summaries import json_safe, summarize
 
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (identifies the checkpoint a result belongs to)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["evaluate", "format_table", "resolve_dataset", "select_indices", "summarize", "table_row"]
 
 
 def select_indices(n_total: int, config: EvalConfig) -> torch.Tensor:
@@ -59,30 +57,9 @@ def select_indices(n_total: int, config: EvalConfig) -> torch.Tensor:
     return torch.randperm(n_total, generator=gen)[:n]
 
 
-def summarize(values: torch.Tensor, valid: torch.Tensor) -> dict[str, float | None]:
-    """Statistics of per-example similarities ``values (M,)`` with validity ``valid (M,)`` bool.
-
-    ``mean``/``std``/``median``/``q25``/``q75`` are over the table figures (invalid samples counted as 1.0);
-    ``valid_mean``/``valid_std`` over the valid samples only (None when there are none).
-    """
-    table = torch.where(valid, values.double(), torch.ones_like(values, dtype=torch.float64))
-    out: dict[str, float | None] = {"mean": None, "std": None, "median": None, "q25": None, "q75": None}
-    if table.numel():
-        q = torch.quantile(table, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-        out.update(
-            mean=float(table.mean()),
-            std=float(table.std(unbiased=False)),
-            median=float(q[1]),
-            q25=float(q[0]),
-            q75=float(q[2]),
-        )
-    chosen = values.double()[valid]
-    out["valid_mean"] = float(chosen.mean()) if chosen.numel() else None
-    out["valid_std"] = float(chosen.std(unbiased=False)) if chosen.numel() else None
-    return out
-
-
-def _resolve_dataset(config: EvalConfig, train_config: dict[str, Any] | None) -> ImageDataset:
+def resolve_dataset(config: EvalConfig, train_config: dict[str, Any] | None) -> ImageDataset:
+    """The evaluated split: ``config.dataset``, else the checkpoint's training dataset (``train_config``, its
+    saved ``TrainConfig`` dict) with its loader options and, for that same dataset, its ``data_dir``."""
     data = protocol_lib.data_identity(config, (train_config or {}).get("data"))
     if not data["name"]:
         raise ValueError(
@@ -92,6 +69,9 @@ def _resolve_dataset(config: EvalConfig, train_config: dict[str, Any] | None) ->
     same = data["name"] == train_data.get("name")
     data_dir = config.data_dir or (train_data.get("data_dir") if same else None)
     return data_lib.load(data["name"], config.split, data_dir, **data["kwargs"])
+
+
+_resolve_dataset = resolve_dataset  # its former private name (the report module imports it)
 
 
 def _protocol_config(
@@ -129,15 +109,54 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf floats become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
+@dataclass(frozen=True)
+class _Source:
+    """Where the evaluated model came from: its checkpoint file (None for an in-memory model), the training
+    config saved in it and the file's sha256."""
+
+    checkpoint: Path | None = None
+    train_config: dict[str, Any] | None = None
+    sha256: str | None = None
+
+
+def _open_model(model_or_checkpoint: nn.Module | str | Path, device: str) -> tuple[nn.Module, _Source]:
+    """The model (loaded onto ``device`` from a checkpoint, or an in-memory one with finite weights)."""
+    if isinstance(model_or_checkpoint, str | Path):
+        checkpoint = Path(model_or_checkpoint)
+        model, info = models_lib.load(checkpoint, map_location=device)
+        return model, _Source(checkpoint, info.get("config"), file_sha256(checkpoint))
+    if isinstance(model_or_checkpoint, nn.Module):
+        models_lib.check_finite_weights(model_or_checkpoint.state_dict(), "model")
+        return model_or_checkpoint, _Source()
+    raise ValueError(
+        f"model_or_checkpoint: expected an nn.Module or a checkpoint path, got {type(model_or_checkpoint).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The evaluated samples (``idx (n,)`` into ``ds``), their batches, the batches of this process
+    (round-robin), its device, and the suite metrics that run (with notes on those left out)."""
+
+    ds: ImageDataset
+    idx: torch.Tensor
+    slices: list[slice]
+    mine: list[int]
+    ctx: distributed.Dist
+    device: str
+    boxes: torch.Tensor | None
+    metric_names: list[str]
+    metric_notes: list[str]
+
+
+def _plan(config: EvalConfig, ds: ImageDataset) -> _Plan:
+    idx = select_indices(len(ds), config)
+    slices = _batches(len(idx), config.batch_size)
+    ctx = distributed.context(config.device)
+    mine = [b for b in range(len(slices)) if b % ctx.world == ctx.rank]
+    boxes = ds.boxes[idx] if getattr(ds, "boxes", None) is not None else None
+    names, notes = suite.resolve(list(config.metrics), config, boxes is not None)
+    return _Plan(ds, idx, slices, mine, ctx, ctx.device(config.device), boxes, names, notes)
 
 
 def evaluate(
@@ -164,81 +183,90 @@ def evaluate(
             replaced: the results then go to ``<stem>-<fingerprint>.json`` beside it (see
             :func:`.protocol.results_path`).
         db: results database recording the result: a path, or None for ``$ATTROBUST_DB`` / ``attrobust.db``
-            beside the checkpoint's run directory (see ``experiments.store``; an in-memory model is recorded
-            only into an explicit database), or False for none.
+            beside the checkpoint's run directory (see :mod:`.pipeline`; an in-memory model is recorded only
+            into an explicit database), or False for none.
         echo: prints the protocol (and where the results go) before the work; None: ``print`` when
             ``progress``, else nothing.
 
     Returns a dict with ``summary`` (``n``, ``natural_acc``, ``pgd_acc``, ``topk``, ``kendall``, ``no_valid``,
     ``ifia`` statistics), ``per_example`` columns, ``timings`` (seconds), the resolved ``eval_config``, its
     ``protocol`` and ``protocol_fingerprint``, the checkpoint's ``train_config``, the torch version and, when
-    written, ``path`` (and ``db``: the database ``path`` and ``run_id`` when recorded). The model's train/eval
-    mode is restored afterwards (it is evaluated in eval mode).
+    written, ``path`` (and ``db``: the database ``path`` and ``run_id`` when recorded). The model is evaluated
+    in eval mode; every submodule's train/eval flag is restored afterwards.
     """
     t_start = time.perf_counter()
-    checkpoint, train_config, sha = None, None, None
-    if isinstance(model_or_checkpoint, str | Path):
-        checkpoint = Path(model_or_checkpoint)
-        model, info = models_lib.load(checkpoint, map_location=config.device if config else "cpu")
-        train_config = info.get("config")
-        sha = file_sha256(checkpoint)
-        if out is None:
-            out = checkpoint.parent / "results.json"
-    elif isinstance(model_or_checkpoint, nn.Module):
-        model = model_or_checkpoint
-        models_lib.check_finite_weights(model.state_dict(), "model")
-    else:
-        raise ValueError(
-            f"model_or_checkpoint: expected an nn.Module or a checkpoint path, got {type(model_or_checkpoint).__name__}"
-        )
-    config, data = _protocol_config(config, train_config, dataset)
-    ds = dataset if dataset is not None else _resolve_dataset(config, train_config)
-    idx = select_indices(len(ds), config)
-    x_all, y_all = ds.images[idx], ds.labels[idx]
-    n = len(idx)
-    slices = _batches(n, config.batch_size)
-    ctx = distributed.context(config.device)
-    device = ctx.device(config.device)
-    model = model.to(device)
-    mine = [b for b in range(len(slices)) if b % ctx.world == ctx.rank]
-    boxes_all = ds.boxes[idx] if getattr(ds, "boxes", None) is not None else None
-    metric_names, metric_notes = suite.resolve(list(config.metrics), config, boxes_all is not None)
+    model, source = _open_model(model_or_checkpoint, config.device if config else "cpu")
+    if out is None and source.checkpoint is not None:
+        out = source.checkpoint.parent / "results.json"
+    config, data = _protocol_config(config, source.train_config, dataset)
+    plan = _plan(config, dataset if dataset is not None else resolve_dataset(config, source.train_config))
+    model = model.to(plan.device)
     say = echo if echo is not None else (print if progress else None)
-    protocol, fingerprint, out = _announce(config, data, out, say if ctx.main else None, ctx.main)
+    protocol, fingerprint, out = _announce(config, data, out, say if plan.ctx.main else None, plan.ctx.main)
+    merged = _run_batches(model, plan, config, progress)
+    summary, columns, more = _summarize_merged(merged, plan, config)
+    more["timings"]["total"] = time.perf_counter() - t_start
+    results: dict[str, Any] = {
+        "checkpoint": str(source.checkpoint) if source.checkpoint is not None else None,
+        "checkpoint_sha256": source.sha256,
+        "dataset": {"name": plan.ds.name, "split": config.split, "size": len(plan.ds)},
+        "eval_config": to_dict(config),
+        "protocol": protocol,
+        "protocol_fingerprint": fingerprint,
+        "train_config": source.train_config,
+        "summary": summary,
+        "per_example": columns,
+        **more["curves"],
+        "metrics_left_out": plan.metric_notes,
+        "timings": more["timings"],
+        "processes": plan.ctx.world,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    results = json_safe(results)
+    if plan.ctx.active and not plan.ctx.main:
+        return results
+    return publish_evaluation(results, out, db, source.checkpoint)
 
-    was_training = model.training
-    model.eval()
+
+def _run_batches(model: nn.Module, plan: _Plan, config: EvalConfig, progress: bool) -> dict[str, Any]:
+    """Evaluate this process's batches (in eval mode, every submodule's flag restored afterwards) and merge every
+    process's columns in batch order (:func:`_merge_batches`); every process gets the merged columns."""
+    x_all, y_all = plan.ds.images[plan.idx], plan.ds.labels[plan.idx]
     parts: dict[int, dict[str, Any]] = {}
-    bar = tqdm(total=sum(slices[b].stop - slices[b].start for b in mine), desc="evaluate", unit="img",
-               disable=not (progress and ctx.main), dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(total=sum(plan.slices[b].stop - plan.slices[b].start for b in plan.mine), desc="evaluate",
+               unit="img", disable=not (progress and plan.ctx.main), dynamic_ncols=True)  # fmt: skip
     try:
-        for b in mine:
-            xb, yb = x_all[slices[b]].to(device), y_all[slices[b]].to(device)
-            boxes = None if boxes_all is None else boxes_all[slices[b]]
-            parts[b] = _evaluate_batch(model, b, xb, yb, config, metric_names, boxes)
-            bar.update(len(yb))
-            topk = [v for part in parts.values() for v in part["ifia"]["topk"]] if not config.skip_ifia else []
-            if topk:
-                bar.set_postfix(topk=f"{sum(topk) / len(topk):.3f}")
+        with attacks.model_mode(model, "eval"):
+            for b in plan.mine:
+                xb, yb = x_all[plan.slices[b]].to(plan.device), y_all[plan.slices[b]].to(plan.device)
+                boxes = None if plan.boxes is None else plan.boxes[plan.slices[b]]
+                parts[b] = _evaluate_batch(model, b, xb, yb, config, plan.metric_names, boxes)
+                bar.update(len(yb))
+                topk = [v for part in parts.values() for v in part["ifia"]["topk"]] if not config.skip_ifia else []
+                if topk:
+                    bar.set_postfix(topk=f"{sum(topk) / len(topk):.3f}")
     finally:
         bar.close()
-        model.train(was_training)
     merged = None
-    if ctx.main:
-        every = {b: part for rank_parts in distributed.gather(parts, ctx) for b, part in rank_parts.items()}
-        merged = _merge_batches([every[b] for b in sorted(every)], idx, config)
-    else:
-        distributed.gather(parts, ctx)
-    merged = distributed.broadcast(merged, ctx)
+    every = distributed.gather(parts, plan.ctx)
+    if plan.ctx.main:
+        by_batch = {b: part for rank_parts in every for b, part in rank_parts.items()}
+        merged = _merge_batches([by_batch[b] for b in sorted(by_batch)], plan.idx, config)
+    return distributed.broadcast(merged, plan.ctx)
+
+
+def _summarize_merged(
+    merged: dict[str, Any], plan: _Plan, config: EvalConfig
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The ``summary``, the ``per_example`` columns and ``{"curves", "timings"}`` of the merged columns."""
+    n = len(plan.idx)
     correct = torch.tensor(merged["natural_correct"], dtype=torch.bool)
     pgd_correct = None if merged["pgd_correct"] is None else torch.tensor(merged["pgd_correct"], dtype=torch.bool)
     ifia_cols = merged["ifia"]
-    timings: dict[str, float] = dict(merged["timings"])
     metric_summary, curves = suite.summarize(
         merged["metrics"], config, config.ifia.attribution, ifia_cols["kendall"] if ifia_cols else None
     )
-    timings["total"] = time.perf_counter() - t_start
-
     summary: dict[str, Any] = {
         "n": n,
         "natural_acc": float(correct.double().mean()) if n else None,
@@ -260,45 +288,15 @@ def evaluate(
         summary.update(
             topk=stats["topk"]["mean"], kendall=stats["kendall"]["mean"], no_valid=stats["no_valid"], ifia=stats
         )
-    results: dict[str, Any] = {
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "checkpoint_sha256": sha,
-        "dataset": {"name": ds.name, "split": config.split, "size": len(ds)},
-        "eval_config": to_dict(config),
-        "protocol": protocol,
-        "protocol_fingerprint": fingerprint,
-        "train_config": train_config,
-        "summary": summary,
-        "per_example": {
-            "index": idx.tolist(),
-            "label": y_all.tolist(),
-            "natural_correct": correct.tolist(),
-            "pgd_correct": pgd_correct.tolist() if pgd_correct is not None else None,
-            "ifia": ifia_cols,
-            "metrics": merged["metrics"] or None,
-        },
-        **curves,
-        "metrics_left_out": metric_notes,
-        "timings": timings,
-        "processes": ctx.world,
-        "torch_version": torch.__version__,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    columns = {
+        "index": plan.idx.tolist(),
+        "label": plan.ds.labels[plan.idx].tolist(),
+        "natural_correct": correct.tolist(),
+        "pgd_correct": pgd_correct.tolist() if pgd_correct is not None else None,
+        "ifia": ifia_cols,
+        "metrics": merged["metrics"] or None,
     }
-    results = _clean(results)
-    if ctx.active and not ctx.main:
-        return results
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1, allow_nan=False))
-        tmp.replace(out)
-        results["path"] = str(out)
-    from .store import record_evaluation_result  # imported here: the store imports this module
-
-    if (recorded := record_evaluation_result(results, db, checkpoint)) is not None:
-        results["db"] = recorded
-    return results
+    return summary, columns, {"curves": curves, "timings": dict(merged["timings"])}
 
 
 def _evaluate_batch(
@@ -389,44 +387,3 @@ def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalC
         offset += len(part["natural_correct"])
     merged["timings"] = timings
     return merged
-
-
-TABLE_COLUMNS = ("model", "natural acc", "PGD acc", "top-k", "Kendall", "no-valid")
-
-
-def table_row(name: str, results: dict[str, Any]) -> dict[str, str]:
-    """The papers' table columns for one result dict of :func:`evaluate` (``-`` for what was not run)."""
-    s = results["summary"]
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.2f}%"
-
-    def num(v: float | None) -> str:
-        return "-" if v is None else f"{v:.4f}"
-
-    ifia = s.get("ifia") or {}
-    no_valid = "-" if s.get("no_valid") is None else f"{s['no_valid']}/{ifia.get('attacked', 0)}"
-    row = {
-        "model": name,
-        "natural acc": pct(s.get("natural_acc")),
-        "PGD acc": pct(s.get("pgd_acc")),
-        "top-k": num(s.get("topk")),
-        "Kendall": num(s.get("kendall")),
-        "no-valid": no_valid,
-    }
-    gini = ((s.get("metrics") or {}).get("gini") or {}).get("mean")
-    if gini is not None:
-        row["Gini"] = num(gini)
-    return row
-
-
-def format_table(rows: list[dict[str, str]]) -> str:
-    """A plain-text table (header, rule, one line per row) of :func:`table_row` dicts; optional columns (Gini)
-    appear when some row has them (``-`` in the others)."""
-    columns = [*TABLE_COLUMNS, *dict.fromkeys(c for r in rows for c in r if c not in TABLE_COLUMNS)]
-    cells = [{c: r.get(c, "-") for c in columns} for r in rows]
-    widths = {c: max([len(c), *(len(r[c]) for r in cells)]) for c in columns}
-    lines = [" | ".join(c.ljust(widths[c]) for c in columns)]
-    lines.append("-+-".join("-" * widths[c] for c in columns))
-    lines += [" | ".join(r[c].ljust(widths[c]) for c in columns) for r in cells]
-    return "\n".join(lines)

@@ -13,13 +13,20 @@ across processes like the rest of :func:`~attrobust.experiments.evaluate.evaluat
 - ``corruption_accuracy`` classifies every corruption of :mod:`attrobust.attacks.corruptions` at one severity;
 - ``gt_known_loc`` and ``top1_loc`` need a dataset with boxes (CUB); elsewhere they are left out with a note.
 
+Dispatch: a name registered in :data:`attrobust.metrics.METRICS` runs through :func:`attrobust.metrics.call_metric`
+with the inputs of its kind (:data:`KIND_INPUTS`: one batch-level mapping per kind) and the options the suite
+sets for it (:data:`OPTIONS`); what it needs (an attack's perturbation, boxes) is its kind's need in the
+registry. The other names are measures the suite composes from metric functions (:data:`COMPOSITES`: the
+faithfulness curves, the bounds, SSIM under noise). :data:`SUITE_METRICS` is the menu, in the order the
+columns run and are stored.
+
 Every random draw comes from a generator seeded by ``(seed, metric, batch)``. Per-example values are ``(B,)``
 columns (NaN where a metric does not apply to an example); curves (ROAD, SSIM under noise) are ``(B, F)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,17 +39,30 @@ from ..attributions import get_attribution, integrated_gradients
 from ..attributions.layer import last_feature_layer
 from ..metrics import bounds, faithfulness
 from .config import EvalConfig
-from .train import derive_seed
+from .seeding import derive_seed
+from .summaries import finite_summary
 
-# metrics of one example pair (clean map, IFIA-perturbed map)
-PAIR_METRICS = ("spearman", "pearson", "cosine", "ssim")
+# the menu of ``evaluate --metrics``, in the order the columns run and are stored (registered metrics and
+# COMPOSITES); top-k intersection and Kendall are IFIA's own columns, accuracy the natural accuracy, gamma a
+# summary of two columns and box_iou a building block of the localisation metrics, so the suite leaves them out
 SUITE_METRICS = (
-    *PAIR_METRICS, "activation_consistency", "gini", "image_gradient_alignment", "ris", "ros", "rrs", "road",
-    "deletion", "insertion", "euclidean_bound", "cosine_bound", "linf_bound", "ssim_noise", "corruption_accuracy",
-    "gt_known_loc", "top1_loc",
+    "spearman", "pearson", "cosine", "ssim", "activation_consistency", "gini", "image_gradient_alignment", "ris",
+    "ros", "rrs", "road", "deletion", "insertion", "euclidean_bound", "cosine_bound", "linf_bound", "ssim_noise",
+    "corruption_accuracy", "gt_known_loc", "top1_loc",
 )  # fmt: skip
-NEEDS_IFIA = (*PAIR_METRICS, "activation_consistency")
-NEEDS_BOXES = ("gt_known_loc", "top1_loc")
+COMPOSITE_METRICS = ("road", "deletion", "insertion", "euclidean_bound", "cosine_bound", "linf_bound", "ssim_noise")
+
+
+def needs(name: str) -> str | None:
+    """What the suite metric ``name`` needs besides the clean batch: ``"attack"`` (IFIA's perturbations),
+    ``"boxes"`` or None; a registered metric's is its kind's (``metrics.metric_needs``)."""
+    return None if name in COMPOSITE_METRICS else metrics.metric_needs(name)
+
+
+NEEDS_IFIA = tuple(n for n in SUITE_METRICS if needs(n) == "attack")
+NEEDS_BOXES = tuple(n for n in SUITE_METRICS if needs(n) == "boxes")
+# metrics of one example pair (clean map, IFIA-perturbed map)
+PAIR_METRICS = tuple(n for n in NEEDS_IFIA if metrics.metric_kind(n) == "pair")
 
 
 def check_names(names: list[str]) -> None:
@@ -123,43 +143,88 @@ class Batch:
         return out
 
 
-def _pair(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]:
-    def run(batch: Batch) -> dict[str, torch.Tensor]:
-        if batch.attacked is None or not len(batch.attacked):
-            return {name: batch.scatter(torch.empty(0))}
-        clean = batch.clean_maps()[batch.attacked]
-        adv = batch.adv_maps()
-        a, b = (metrics.saliency_map(clean), metrics.saliency_map(adv))
-        if name == "ssim":
-            shape = (len(batch.attacked), *batch.x.shape[2:])
-            a, b = a.view(shape), b.view(shape)
-        return {name: batch.scatter(metrics.METRICS.get(name)(a, b))}
-
-    return run
-
-
-def _activation_consistency(batch: Batch) -> dict[str, torch.Tensor]:
-    if batch.attacked is None or not len(batch.attacked):
-        return {"activation_consistency": batch.scatter(torch.empty(0))}
-    x = batch.x[batch.attacked]
-    return {"activation_consistency": batch.scatter(metrics.activation_consistency(batch.model, x, batch.x_adv))}
-
-
 def _column(values: torch.Tensor) -> torch.Tensor:
     return values.detach().double().cpu()
 
 
-def _stability(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]:
-    def run(batch: Batch) -> dict[str, torch.Tensor]:
+# --------------------------------------------------------------------------------------------------------------
+# registered metrics: the inputs of each kind, the options the suite sets
+
+
+def _pair_inputs(batch: Batch) -> dict[str, Any]:
+    """Saliency maps of each attacked example and of its IFIA perturbation as one-channel images
+    ``(A, 1, H, W)``: the ranking metrics reduce them to ``(A, H*W)`` unchanged, SSIM compares them as images."""
+    shape = (len(batch.attacked), 1, *batch.x.shape[2:])
+    clean, adv = batch.clean_maps()[batch.attacked], batch.adv_maps()
+    return {"a": metrics.saliency_map(clean).view(shape), "b": metrics.saliency_map(adv).view(shape)}
+
+
+def _boxes_inputs(batch: Batch) -> dict[str, Any]:
+    if batch.boxes is None:
+        raise ValueError("localisation: expected a batch with bounding boxes, got none")
+    pred = metrics.boxes_from_maps(batch.clean_maps())
+    return {"pred_boxes": pred, "gt_boxes": batch.boxes.to(pred.device)}
+
+
+def _boxes_top1_inputs(batch: Batch) -> dict[str, Any]:
+    with torch.inference_mode():
+        logits = batch.model(batch.x)
+    return {**_boxes_inputs(batch), "logits": logits, "y": batch.y}
+
+
+KIND_INPUTS: dict[str, Callable[[Batch], Mapping[str, Any]]] = {
+    "pair": _pair_inputs,
+    "map": lambda batch: {"a": batch.clean_maps()},
+    "model": lambda batch: {"model": batch.model, "x": batch.x, "y": batch.y},
+    "model_pair": lambda batch: {"model": batch.model, "x": batch.x[batch.attacked], "x_adv": batch.x_adv},
+    "boxes": _boxes_inputs,
+    "boxes_top1": _boxes_top1_inputs,
+}
+
+
+def _stability_options(name: str) -> Callable[[Batch], dict[str, Any]]:
+    def options(batch: Batch) -> dict[str, Any]:
         s = batch.config.suite
-        kw: dict[str, Any] = {"n_samples": s.stability_samples, "noise": s.stability_noise,
+        kw: dict[str, Any] = {"explain": batch.explain, "n_samples": s.stability_samples, "noise": s.stability_noise,
                               "generator": batch.generator(name)}  # fmt: skip
         if name == "rrs":
             kw["layer"] = last_feature_layer(batch.model, batch.x)
-        fn = {"ris": metrics.ris, "ros": metrics.ros, "rrs": metrics.rrs}[name]
-        return {name: _column(fn(batch.model, batch.x, batch.y, batch.explain, **kw))}
+        return kw
 
-    return run
+    return options
+
+
+def _corruption_options(batch: Batch) -> dict[str, Any]:
+    severity = batch.config.suite.corruption_severity
+    gen = batch.generator("corruption_accuracy")
+    return {"transforms": {name: (lambda x, n=name: corruptions.corrupt(x, n, severity, generator=gen))
+                           for name in corruptions.CORRUPTIONS.names()}}  # fmt: skip
+
+
+OPTIONS: dict[str, Callable[[Batch], dict[str, Any]]] = {
+    **{name: _stability_options(name) for name in ("ris", "ros", "rrs")},
+    "corruption_accuracy": _corruption_options,
+}
+
+
+def run_metric(batch: Batch, name: str) -> dict[str, torch.Tensor]:
+    """The ``(B,)`` column(s) of the registered metric ``name`` on one batch: NaN for the examples an
+    attack-pair metric does not apply to; a metric returning a dict of columns (``corruption_accuracy``) gives
+    ``name/<key>`` columns and their mean as ``name``."""
+    attack_pair = metrics.metric_needs(name) == "attack"
+    if attack_pair and (batch.attacked is None or not len(batch.attacked)):
+        return {name: batch.scatter(torch.empty(0))}
+    inputs = KIND_INPUTS[metrics.metric_kind(name)](batch)
+    value = metrics.call_metric(name, inputs, **(OPTIONS[name](batch) if name in OPTIONS else {}))
+    if isinstance(value, dict):
+        cols = {f"{name}/{key}": _column(v) for key, v in value.items()}
+        cols[name] = torch.stack(list(cols.values()), dim=1).mean(1)
+        return cols
+    return {name: batch.scatter(value) if attack_pair else _column(value)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# composite measures: curves, bounds, SSIM under noise
 
 
 def _perturbation_curve(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]:
@@ -204,52 +269,10 @@ def _ssim_noise(batch: Batch) -> dict[str, torch.Tensor]:
     return {"ssim_noise_curve": _column(torch.stack(cols, dim=1))}
 
 
-def _corruptions(batch: Batch) -> dict[str, torch.Tensor]:
-    severity = batch.config.suite.corruption_severity
-    gen = batch.generator("corruption_accuracy")
-    transforms = {name: (lambda x, n=name: corruptions.corrupt(x, n, severity, generator=gen))
-                  for name in corruptions.CORRUPTIONS.names()}  # fmt: skip
-    with torch.no_grad():
-        acc = metrics.corruption_accuracy(batch.model, batch.x, batch.y, transforms)
-    cols = {f"corruption_accuracy/{name}": _column(v) for name, v in acc.items()}
-    cols["corruption_accuracy"] = torch.stack(list(cols.values()), dim=1).mean(1)
-    return cols
-
-
-def _localization(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]:
-    def run(batch: Batch) -> dict[str, torch.Tensor]:
-        if batch.boxes is None:
-            raise ValueError(f"{name}: expected a batch with bounding boxes, got none")
-        pred = metrics.boxes_from_maps(batch.clean_maps())
-        gt = batch.boxes.to(pred.device)
-        if name == "gt_known_loc":
-            return {name: _column(metrics.gt_known_loc(pred, gt))}
-        with torch.inference_mode():
-            logits = batch.model(batch.x)
-        return {name: _column(metrics.top1_loc(pred, gt, logits, batch.y))}
-
-    return run
-
-
-def _alignment(batch: Batch) -> dict[str, torch.Tensor]:
-    return {"image_gradient_alignment": _column(metrics.image_gradient_alignment(batch.model, batch.x, batch.y))}
-
-
-def _gini(batch: Batch) -> dict[str, torch.Tensor]:
-    return {"gini": _column(metrics.gini(batch.clean_maps()))}
-
-
-RUNNERS: dict[str, Callable[[Batch], dict[str, torch.Tensor]]] = {
-    **{name: _pair(name) for name in PAIR_METRICS},
-    "activation_consistency": _activation_consistency,
-    "gini": _gini,
-    "image_gradient_alignment": _alignment,
-    **{name: _stability(name) for name in ("ris", "ros", "rrs")},
+COMPOSITES: dict[str, Callable[[Batch], dict[str, torch.Tensor]]] = {
     **{name: _perturbation_curve(name) for name in ("road", "deletion", "insertion")},
     **{name: _bound(name) for name in ("euclidean_bound", "cosine_bound", "linf_bound")},
     "ssim_noise": _ssim_noise,
-    "corruption_accuracy": _corruptions,
-    **{name: _localization(name) for name in NEEDS_BOXES},
 }
 
 
@@ -257,19 +280,9 @@ def run_batch(batch: Batch, names: list[str]) -> dict[str, list[Any]]:
     """Columns of every metric in ``names`` for one batch, as JSON-ready lists (NaN stays NaN here)."""
     out: dict[str, list[Any]] = {}
     for name in names:
-        for key, values in RUNNERS[name](batch).items():
+        columns = COMPOSITES[name](batch) if name in COMPOSITES else run_metric(batch, name)
+        for key, values in columns.items():
             out[key] = values.tolist()
-    return out
-
-
-def _stats(values: torch.Tensor) -> dict[str, float | int | None]:
-    finite = values[torch.isfinite(values)]
-    out: dict[str, float | int | None] = {"count": int(finite.numel()), "mean": None, "std": None, "median": None,
-                                          "q25": None, "q75": None}  # fmt: skip
-    if finite.numel():
-        q = torch.quantile(finite, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-        out.update(mean=float(finite.mean()), std=float(finite.std(unbiased=False)), median=float(q[1]),
-                   q25=float(q[0]), q75=float(q[2]))  # fmt: skip
     return out
 
 
@@ -290,7 +303,7 @@ def summarize(columns: dict[str, list[Any]], config: EvalConfig, attribution: st
             else:
                 curves[key[: -len("_curve")]] = {"mean": means}
         else:
-            summary[key] = _stats(t)
+            summary[key] = finite_summary(t)
     if kendall is not None:
         ken = torch.tensor(kendall, dtype=torch.float64)
         for other in ("cosine", "pearson"):

@@ -8,9 +8,10 @@ from ``(seed, e)``, in batches of ``batch_size`` (the last partial batch is drop
 Randomness of the objective (e.g. the PGD random start of ``pgd_at``) comes from the trainer's generator
 (seeded from ``seed``), passed as ``objective(model, x, y, generator=...)``; an objective with a schedule
 (a ``set_step`` attribute) is told the global step before every call. The generator's state, the global torch
-RNG state (dropout), the model, optimiser, scheduler and step are saved in ``<out_dir>/<name>/state.pt`` every
-``checkpoint_every`` steps. On CPU, ``train(config, resume=True)`` after an interruption ends with weights
-identical to an uninterrupted run.
+RNG state (dropout), the model, optimiser, scheduler and step (a :class:`~.checkpointing.TrainState`) are saved
+in ``<out_dir>/<name>/state.pt`` every ``checkpoint_every`` steps. On CPU, ``train(config, resume=True)`` after
+an interruption ends with weights identical to an uninterrupted run. A run that trained is recorded in the
+results database through :mod:`.pipeline` (this module never imports the store).
 
 The learning rate is set by a ``LambdaLR`` scheduler stepped after every optimiser step; its factor is a
 function of the progress in whole epochs (``step // steps_per_epoch``) or in steps, as documented on
@@ -24,12 +25,11 @@ trains on its ``batch_size / W`` slice of the step's batch, gradients are averag
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,42 +40,26 @@ from tqdm.auto import tqdm
 from .. import data as data_lib
 from .. import models as models_lib
 from .. import objectives as objectives_lib
+from ..attacks import model_mode
 from ..data import ImageDataset
 from . import distributed
-from .config import OptimConfig, TrainConfig, from_dict, save_yaml, to_dict
+from .checkpointing import RunFiles, TrainResult, TrainState, reuse_finished
+from .config import OptimConfig, TrainConfig, save_yaml, to_dict
+from .pipeline import record_train_result
+from .seeding import derive_seed
 
-# keys of a TrainConfig that do not change the trained weights (ignored when comparing a run with its files)
-_NON_RESULT_KEYS = ("out_dir", "device", "log_every", "checkpoint_every")
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train`.
-
-    ``model`` is in eval mode; ``model_path`` is ``<run_dir>/model.pt`` once the run is complete (None when it
-    stopped early via ``stop_after``); ``reused`` says the finished checkpoint was loaded instead of training;
-    ``history`` holds the mean ``loss``/``acc``/``lr`` every ``log_every`` steps of this call and ``seconds``
-    the training time of this call (of the original run when reused); ``test_acc`` is
-    the clean accuracy on the first ``data.test_subset`` test examples (None when skipped or not complete).
-    """
-
-    model: nn.Module
-    config: TrainConfig
-    run_dir: Path
-    model_path: Path | None
-    step: int
-    total_steps: int
-    completed: bool
-    reused: bool = False
-    seconds: float = 0.0
-    test_acc: float | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def derive_seed(seed: int, tag: str) -> int:
-    """A 63-bit seed derived from ``(seed, tag)`` (independent streams for init, data order, objective)."""
-    digest = hashlib.sha256(f"{seed}:{tag}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+__all__ = [
+    "TrainResult",
+    "build_model",
+    "clean_accuracy",
+    "derive_seed",
+    "epoch_permutation",
+    "init_weights",
+    "load_train_data",
+    "lr_factor",
+    "make_optimizer",
+    "train",
+]
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -105,26 +89,6 @@ def make_optimizer(optim: OptimConfig, params: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(
         params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=optim.nesterov
     )
-
-
-def _result_dict(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
-    d = to_dict(config) if isinstance(config, TrainConfig) else dict(config)
-    return {k: v for k, v in d.items() if k not in _NON_RESULT_KEYS}
-
-
-def _check_same_run(saved: dict[str, Any] | None, config: TrainConfig, where: Path) -> None:
-    if saved is None:
-        return
-    try:
-        saved_cfg = from_dict(TrainConfig, saved)
-    except ValueError as err:
-        raise ValueError(f"{where}: saved run config is not readable ({err}); use force=True to retrain") from None
-    if _result_dict(saved_cfg) != _result_dict(config):
-        diff = [k for k, v in _result_dict(config).items() if _result_dict(saved_cfg).get(k) != v]
-        raise ValueError(
-            f"{where} was produced by a different configuration (differs in: {', '.join(diff)}); "
-            "use force=True (--force) to retrain, or choose another run name"
-        )
 
 
 def load_train_data(config: TrainConfig, split: str = "train") -> ImageDataset:
@@ -174,30 +138,14 @@ def init_weights(model: nn.Module, source: str | Path) -> None:
 @torch.inference_mode()
 def clean_accuracy(model: nn.Module, ds: ImageDataset, batch_size: int = 500, device: str = "cpu") -> float:
     """Fraction of ``ds`` that ``model`` (in eval mode) classifies correctly."""
-    was_training = model.training
-    model.eval()
     correct = 0
-    for i in range(0, len(ds), batch_size):
-        x = ds.images[i : i + batch_size].to(device)
-        correct += int((model(x).argmax(1).cpu() == ds.labels[i : i + batch_size]).sum())
-    model.train(was_training)
+    with model_mode(model, "eval"):  # every submodule's own flag comes back (e.g. a frozen batch norm)
+        for i in range(0, len(ds), batch_size):
+            x = ds.images[i : i + batch_size].to(device)
+            correct += int((model(x).argmax(1).cpu() == ds.labels[i : i + batch_size]).sum())
     return correct / max(len(ds), 1)
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file raises pickle/zip/runtime errors
-        raise ValueError(f"{path}: not a readable training state ({err}); use force=True to retrain") from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise ValueError(f"{path}: expected a training state dict with a 'step', got {type(state).__name__}")
-    return state
 
 
 def train(
@@ -221,137 +169,121 @@ def train(
             for interrupting a run on purpose (``train(..., resume=True)`` continues it).
         dataset: use this training set instead of loading ``config.data`` (tests).
         db: results database recording a run that trained (completed or stopped): a path, or None for
-            ``$ATTROBUST_DB`` / ``<out_dir>/attrobust.db``, or False for none (see ``experiments.store``).
+            ``$ATTROBUST_DB`` / ``<out_dir>/attrobust.db``, or False for none (see :mod:`.pipeline`).
 
     When ``model.pt`` already exists and ``force`` is false, the finished model is loaded and returned without
     training (``reused=True``); a run directory written by a different configuration raises ``ValueError``.
     Batches are float ``(batch_size, C, H, W)`` in [0, 1] with int64 labels; the model is in train mode while
     training and returned in eval mode.
     """
-    run_dir = Path(config.out_dir) / config.name
-    model_path, state_path, log_path = run_dir / "model.pt", run_dir / "state.pt", run_dir / "log.jsonl"
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
         raise ValueError(f"stop_after: expected an integer >= 1 or None, got {stop_after!r}")
     ctx = distributed.context(config.device)
-    device = ctx.device(config.device)
     if config.batch_size % ctx.world:
         raise ValueError(
             f"batch_size: expected a multiple of the {ctx.world} processes (the global batch is split evenly), "
             f"got {config.batch_size}"
         )
-
+    files = RunFiles.of(config)
     if force and ctx.main:
-        for p in (model_path, state_path, log_path):
+        for p in (files.model, files.state, files.log):
             p.unlink(missing_ok=True)
     distributed.barrier(ctx)
-    if model_path.exists():
-        model, info = models_lib.load(model_path, map_location=device)
-        _check_same_run(info.get("config"), config, model_path)
-        meta = info.get("meta") or {}
-        return TrainResult(
-            model=model.eval(),
-            config=config,
-            run_dir=run_dir,
-            model_path=model_path,
-            step=int(meta.get("steps", 0)),
-            total_steps=int(meta.get("steps", 0)),
-            completed=True,
-            reused=True,
-            seconds=float(meta.get("seconds", 0.0)),
-            test_acc=meta.get("test_acc"),
-        )
+    if files.model.exists():
+        return reuse_finished(config, files, ctx.device(config.device))
+    run = _prepare(config, dataset, ctx, files)
+    state = _initial_state(run)
+    _open_run_dir(run, resume)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "global"))
+        if resume and files.state.exists():
+            state.load(files.state, config, ctx)
+        distributed.barrier(ctx)
+        end = run.total if stop_after is None else max(state.step, min(run.total, stop_after))
+        history, seconds = _loop(run, state, end, progress and ctx.main)
+        state.step = end
+        state.save(files.state, config, ctx)
+    result = _finish(run, state, history, seconds, own_data=dataset is None)
+    if ctx.main:
+        record_train_result(result, db)
+    distributed.barrier(ctx)
+    return result
 
+
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed while a run trains: its config, processes, files, objective and data."""
+
+    config: TrainConfig
+    ctx: distributed.Dist
+    device: str
+    files: RunFiles
+    objective: Callable[..., tuple[torch.Tensor, dict[str, float]]]
+    ds: ImageDataset
+    steps_per_epoch: int
+    total: int
+
+
+def _prepare(config: TrainConfig, dataset: ImageDataset | None, ctx: distributed.Dist, files: RunFiles) -> _Run:
+    """The run's objective, training set (``dataset``, else loaded from ``config.data``) and length."""
     objective = objectives_lib.create(config.objective.name, **config.objective.params)
     ds = dataset if dataset is not None else load_train_data(config, "train")
     steps_per_epoch = len(ds) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size: expected at most the training set size {len(ds)}, got {config.batch_size}")
     total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
-    model = build_model(config, ds).to(device)
+    return _Run(config, ctx, ctx.device(config.device), files, objective, ds, steps_per_epoch, total)
+
+
+def _initial_state(run: _Run) -> TrainState:
+    """The seeded model (broadcast from rank 0), optimiser, scheduler and objective generator at step 0."""
+    config, ctx = run.config, run.ctx
+    model = build_model(config, run.ds).to(run.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     distributed.broadcast_parameters(model, ctx)
     optimizer = make_optimizer(config.optim, model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(config.optim, s, steps_per_epoch, total)
+        optimizer, lambda s: lr_factor(config.optim, s, run.steps_per_epoch, run.total)
     )
     tag = f"objective/{ctx.rank}" if ctx.active else "objective"
-    generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, tag))
-    step = 0
-    if ctx.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not (resume and state_path.exists()):
-            state_path.unlink(missing_ok=True)
-            log_path.unlink(missing_ok=True)
-        save_yaml(config, run_dir / "config.yaml")
-    distributed.barrier(ctx)
+    generator = torch.Generator(device=run.device).manual_seed(derive_seed(config.seed, tag))
+    return TrainState(model, optimizer, scheduler, generator)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "global"))
-        if resume and state_path.exists():
-            state = _load_state(state_path)
-            _check_same_run(state.get("config"), config, state_path)
-            models_lib.check_finite_weights(state["model"], f"{state_path} (use force=True to retrain)")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generators = state.get("generators") or [state["generator"]]
-            if len(generators) != ctx.world:
-                raise ValueError(
-                    f"{state_path}: expected a state saved by {ctx.world} process(es), got {len(generators)}; "
-                    "resume with the same number of processes or use force=True"
-                )
-            generator.set_state(generators[ctx.rank])
-            torch.set_rng_state(state["torch_rng"])
-            step = int(state["step"])
-        distributed.barrier(ctx)
 
-        def checkpoint(at_step: int) -> None:
-            generators = distributed.gather(generator.get_state(), ctx)
-            if ctx.main:
-                _save_state(
-                    state_path,
-                    {
-                        "step": at_step,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "generator": generators[0],
-                        "generators": generators,
-                        "torch_rng": torch.get_rng_state(),
-                        "config": to_dict(config),
-                    },
-                )
-            distributed.barrier(ctx)
+def _open_run_dir(run: _Run, resume: bool) -> None:
+    """(Rank 0) create the run directory, clear an unfinished run's state and log unless it resumes, and write
+    ``config.yaml``; every process waits for it."""
+    files = run.files
+    if run.ctx.main:
+        files.run_dir.mkdir(parents=True, exist_ok=True)
+        if not (resume and files.state.exists()):
+            files.state.unlink(missing_ok=True)
+            files.log.unlink(missing_ok=True)
+        save_yaml(run.config, files.run_dir / "config.yaml")
+    distributed.barrier(run.ctx)
 
-        end = total if stop_after is None else max(step, min(total, stop_after))
-        history, seconds = _loop(
-            model, objective, ds, config, optimizer, scheduler, generator, step, end, steps_per_epoch,
-            log_path, checkpoint, progress and ctx.main, ctx, device,
-        )  # fmt: skip
-        step = end
-        checkpoint(step)
 
+def _finish(
+    run: _Run, state: TrainState, history: list[dict[str, float]], seconds: float, own_data: bool
+) -> TrainResult:
+    """The model in eval mode and, when the run is complete, its clean test accuracy (on its own data, not on
+    a dataset handed to :func:`train`) and ``model.pt`` (rank 0 writes, every process gets the accuracy)."""
+    config, ctx, model = run.config, run.ctx, state.model
     model.eval()
-    completed = step >= total
+    completed = state.step >= run.total
     result = TrainResult(
-        model=model, config=config, run_dir=run_dir, model_path=None, step=step, total_steps=total,
-        completed=completed, seconds=seconds, history=history,
+        model=model, config=config, run_dir=run.files.run_dir, model_path=None, step=state.step,
+        total_steps=run.total, completed=completed, seconds=seconds, history=history,
     )  # fmt: skip
     if completed:
         if ctx.main:
-            if config.data.test_subset != 0 and dataset is None:
-                result.test_acc = clean_accuracy(model, load_train_data(config, "test"), device=device)
-            models_lib.save(
-                model, model_path, config=to_dict(config), steps=step, seconds=seconds, test_acc=result.test_acc
-            )
+            if config.data.test_subset != 0 and own_data:
+                result.test_acc = clean_accuracy(model, load_train_data(config, "test"), device=run.device)
+            models_lib.save(model, run.files.model, config=to_dict(config), steps=state.step, seconds=seconds,
+                            test_acc=result.test_acc)  # fmt: skip
         result.test_acc = distributed.broadcast(result.test_acc, ctx)
-        result.model_path = model_path
-    if ctx.main:
-        from .store import record_train_result  # imported here: the store imports evaluate, which imports this
-
-        record_train_result(result, db)
-    distributed.barrier(ctx)
+        result.model_path = run.files.model
     return result
 
 
@@ -366,79 +298,88 @@ def _check_weights_after(step: int, lr: float, weights: list[tuple[str, torch.Te
         )
 
 
-def _loop(
-    model: nn.Module,
-    objective: Callable[..., tuple[torch.Tensor, dict[str, float]]],
-    ds: ImageDataset,
-    config: TrainConfig,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-    start: int,
-    end: int,
-    steps_per_epoch: int,
-    log_path: Path,
-    checkpoint: Callable[[int], None],
-    progress: bool,
-    ctx: distributed.Dist,
-    device: str,
-) -> tuple[list[dict[str, float]], float]:
-    """Run global steps ``start..end-1``; returns the logged history and the seconds spent.
+def _batch(run: _Run, step: int, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's slice ``[rank * b, (rank + 1) * b)`` (``b = batch_size / world``) of global step
+    ``step``'s batch under the epoch's permutation ``perm``: images ``(b, C, H, W)`` and labels ``(b,)``."""
+    config, ctx = run.config, run.ctx
+    i = step % run.steps_per_epoch
+    local = config.batch_size // ctx.world
+    idx = perm[i * config.batch_size : (i + 1) * config.batch_size][ctx.rank * local : (ctx.rank + 1) * local]
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    return run.ds.images[idx].to(run.device).contiguous(memory_format=layout), run.ds.labels[idx].to(run.device)
 
-    This process trains on its slice ``[rank * b, (rank + 1) * b)`` (``b = batch_size / world``) of each step's
-    batch; gradients are averaged over the processes before the optimiser step and the logged means too."""
+
+def _step(
+    run: _Run,
+    state: TrainState,
+    step: int,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    params: list[nn.Parameter],
+    weights: list[tuple[str, torch.Tensor]],
+    autocast: contextlib.AbstractContextManager[Any],
+) -> tuple[float, dict[str, Any]]:
+    """One optimiser step of global step ``step`` on ``batch`` (``x (b, C, H, W)``, ``y (b,)``): the objective's
+    loss under ``autocast``, gradients of ``params`` averaged over the processes, the update (``weights``, views
+    of the parameters and buffers, checked finite) and the scheduler step. Returns the learning rate used and
+    the objective's logs."""
+    model, optimizer = state.model, state.optimizer
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.zero_grad(set_to_none=True)
+    if (set_step := getattr(run.objective, "set_step", None)) is not None:
+        set_step(step)
+    with autocast:
+        loss, logs = run.objective(model, *batch, generator=state.generator)
+    if not torch.isfinite(loss):
+        raise ValueError(f"training diverged: expected a finite loss, got {float(loss.detach())} at step {step}")
+    loss.backward()
+    distributed.average_gradients(params, run.ctx)
+    optimizer.step()
+    _check_weights_after(step, lr, weights)
+    state.scheduler.step()
+    return lr, logs
+
+
+def _loop(run: _Run, state: TrainState, end: int, progress: bool) -> tuple[list[dict[str, float]], float]:
+    """Run global steps ``state.step .. end-1`` (checkpointing every ``checkpoint_every``); returns the logged
+    history (window means, averaged over the processes too) and the seconds spent."""
+    config = run.config
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
     count = 0
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.int64)
     t0 = time.perf_counter()
-    bar = tqdm(total=end, initial=start, desc=config.name, unit="step", disable=not progress, dynamic_ncols=True)
-    model.train()
-    set_step = getattr(objective, "set_step", None)
-    params = [p for p in model.parameters() if p.requires_grad]
-    weights = list(model.state_dict().items())  # views of the parameters and buffers, updated in place
-    local = config.batch_size // ctx.world
-    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    bar = tqdm(total=end, initial=state.step, desc=config.name, unit="step", disable=not progress,
+               dynamic_ncols=True)  # fmt: skip
+    state.model.train()
+    params = [p for p in state.model.parameters() if p.requires_grad]
+    weights = list(state.model.state_dict().items())  # views of the parameters and buffers, updated in place
     autocast = (
-        torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        torch.autocast(torch.device(run.device).type, dtype=torch.bfloat16)
         if config.autocast == "bf16"
         else contextlib.nullcontext()
     )
-    for step in range(start, end):
-        epoch, i = divmod(step, steps_per_epoch)
+    for step in range(state.step, end):
+        epoch = step // run.steps_per_epoch
         if epoch != perm_epoch:
-            perm_epoch, perm = epoch, epoch_permutation(config.seed, epoch, len(ds))
-        idx = perm[i * config.batch_size : (i + 1) * config.batch_size][ctx.rank * local : (ctx.rank + 1) * local]
-        x, y = ds.images[idx].to(device).contiguous(memory_format=layout), ds.labels[idx].to(device)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.zero_grad(set_to_none=True)
-        if set_step is not None:
-            set_step(step)
-        with autocast:
-            loss, logs = objective(model, x, y, generator=generator)
-        if not torch.isfinite(loss):
-            raise ValueError(f"training diverged: expected a finite loss, got {float(loss.detach())} at step {step}")
-        loss.backward()
-        distributed.average_gradients(params, ctx)
-        optimizer.step()
-        _check_weights_after(step, lr, weights)
-        scheduler.step()
+            perm_epoch, perm = epoch, epoch_permutation(config.seed, epoch, len(run.ds))
+        lr, logs = _step(run, state, step, _batch(run, step, perm), params, weights, autocast)
         for key, value in logs.items():
             sums[key] = sums.get(key, 0.0) + float(value)
         count += 1
         done = step + 1
         if done % config.log_every == 0 or done == end:
-            record = {"step": done, "epoch": done / steps_per_epoch, "lr": lr}
-            record.update(distributed.mean_over_ranks({k: v / count for k, v in sums.items()}, ctx))
+            record = {"step": done, "epoch": done / run.steps_per_epoch, "lr": lr}
+            record.update(distributed.mean_over_ranks({k: v / count for k, v in sums.items()}, run.ctx))
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
-            if ctx.main:
-                with log_path.open("a") as f:
+            if run.ctx.main:
+                with run.files.log.open("a") as f:
                     f.write(json.dumps(record) + "\n")
             bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss", "acc") if k in record})
             sums, count = {}, 0
         if done % config.checkpoint_every == 0 and done < end:
-            checkpoint(done)
+            state.step = done
+            state.save(run.files.state, config, run.ctx)
         bar.update(1)
     bar.close()
     return history, time.perf_counter() - t0

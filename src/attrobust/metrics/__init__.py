@@ -32,11 +32,16 @@ kind            positional inputs                         metrics
 ``boxes_top1``  ``(pred_boxes, gt_boxes, logits, y)``     top1_loc
 ==============  ========================================  ======================================================
 
+A kind also says what an evaluation must have beyond the clean batch to measure its metrics
+(``METRIC_KIND_NEEDS``, read by ``attrobust.experiments.suite``): ``"attack"`` for the kinds that compare each
+example with a perturbed version of it (``pair``, ``model_pair``), ``"boxes"`` for those that need ground-truth
+boxes (``boxes``, ``boxes_top1``), nothing for the others.
+
 ``METRIC_KINDS[name]`` is a metric's kind; :func:`metric_inputs` its input names; :func:`metrics_of_kind` the
 names of one kind; :func:`call_metric` calls a metric by name, picking its inputs from a mapping
 (``call_metric("kendall_tau", {"a": a, "b": b})``); options (``k``, ``explain``, ...) are keyword arguments.
 A new metric is added with ``register_metric(name, kind)(fn)``; a new kind first with
-``add_metric_kind(kind, inputs)``.
+``add_metric_kind(kind, inputs, needs=None)``; :func:`metric_needs` gives a metric's need.
 """
 
 from __future__ import annotations
@@ -73,17 +78,24 @@ Metric = Callable[..., Any]
 METRICS: Registry[Metric] = Registry("metric")
 METRIC_KIND_INPUTS: dict[str, tuple[str, ...]] = {}
 METRIC_KINDS: dict[str, str] = {}
+METRIC_KIND_NEEDS: dict[str, str | None] = {}
+NEEDS = (None, "attack", "boxes")
 
 
-def add_metric_kind(kind: str, inputs: tuple[str, ...]) -> None:
-    """Declare a metric kind whose metrics take the positional ``inputs`` (names, e.g. ``("model", "x", "y")``)."""
+def add_metric_kind(kind: str, inputs: tuple[str, ...], needs: str | None = None) -> None:
+    """Declare a metric kind whose metrics take the positional ``inputs`` (names, e.g. ``("model", "x", "y")``)
+    and, when measured in an evaluation, ``needs`` an attack's perturbed examples (``"attack"``) or ground-truth
+    boxes (``"boxes"``) besides the clean batch (None: nothing more)."""
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"kind: expected a non-empty string, got {kind!r}")
     if kind in METRIC_KIND_INPUTS:
         raise ValueError(f"metric kind {kind!r} is already declared")
     if not isinstance(inputs, tuple) or not inputs or not all(isinstance(i, str) and i for i in inputs):
         raise ValueError(f"inputs: expected a non-empty tuple of input names, got {inputs!r}")
+    if needs not in NEEDS:
+        raise ValueError(f"needs: expected one of {', '.join(map(repr, NEEDS))}, got {needs!r}")
     METRIC_KIND_INPUTS[kind] = inputs
+    METRIC_KIND_NEEDS[kind] = needs
 
 
 def register_metric(name: str, kind: str) -> Callable[[Metric], Metric]:
@@ -110,6 +122,12 @@ def metric_inputs(name: str) -> tuple[str, ...]:
     return METRIC_KIND_INPUTS[metric_kind(name)]
 
 
+def metric_needs(name: str) -> str | None:
+    """What an evaluation needs besides the clean batch to measure the metric ``name``: ``"attack"``,
+    ``"boxes"`` or None (see ``METRIC_KIND_NEEDS``)."""
+    return METRIC_KIND_NEEDS[metric_kind(name)]
+
+
 def metrics_of_kind(kind: str) -> list[str]:
     """Sorted names of the registered metrics of ``kind``."""
     if kind not in METRIC_KIND_INPUTS:
@@ -131,17 +149,17 @@ def call_metric(name: str, inputs: Mapping[str, Any], **options: Any) -> Any:
     return METRICS.get(name)(*(inputs[i] for i in needed), **options)
 
 
-for _kind, _inputs in (
-    ("pair", ("a", "b")),
-    ("map", ("a",)),
-    ("values", ("u", "v")),
-    ("logits", ("logits", "y")),
-    ("model", ("model", "x", "y")),
-    ("model_pair", ("model", "x", "x_adv")),
-    ("boxes", ("pred_boxes", "gt_boxes")),
-    ("boxes_top1", ("pred_boxes", "gt_boxes", "logits", "y")),
+for _kind, _inputs, _needs in (
+    ("pair", ("a", "b"), "attack"),
+    ("map", ("a",), None),
+    ("values", ("u", "v"), None),
+    ("logits", ("logits", "y"), None),
+    ("model", ("model", "x", "y"), None),
+    ("model_pair", ("model", "x", "x_adv"), "attack"),
+    ("boxes", ("pred_boxes", "gt_boxes"), "boxes"),
+    ("boxes_top1", ("pred_boxes", "gt_boxes", "logits", "y"), "boxes"),
 ):
-    add_metric_kind(_kind, _inputs)
+    add_metric_kind(_kind, _inputs, _needs)
 
 for _name, _fn, _kind in (
     ("topk_intersection", topk_intersection, "pair"),
@@ -164,12 +182,13 @@ for _name, _fn, _kind in (
     ("top1_loc", top1_loc, "boxes_top1"),
 ):
     register_metric(_name, _kind)(_fn)
-del _kind, _inputs, _name, _fn
+del _kind, _inputs, _needs, _name, _fn
 
 __all__ = [
     "METRICS",
     "METRIC_KINDS",
     "METRIC_KIND_INPUTS",
+    "METRIC_KIND_NEEDS",
     "accuracy",
     "activation_consistency",
     "add_metric_kind",
@@ -186,6 +205,7 @@ __all__ = [
     "localization_heatmap",
     "metric_inputs",
     "metric_kind",
+    "metric_needs",
     "metrics_of_kind",
     "pearson",
     "register_metric",

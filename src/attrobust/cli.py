@@ -1,0 +1,412 @@
+"""The ``attrobust`` command line: list, train, evaluate, runs, leaderboard, report, audit, bench quickstart (and
+demo, its alias), bench table(s). Only the command line lives here: each command parses its options, calls the
+pipeline (:mod:`attrobust.experiments`) and prints; ``python -m attrobust``, the ``attrobust`` console script
+and ``torchrun -m attrobust`` all run :func:`main`.
+
+Errors in the user's input (a bad config key or value, an unknown name, a missing file) print one line
+``error: ...`` on stderr and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+
+from . import attacks, attributions, objectives
+from . import data as data_lib
+from . import metrics as metrics_lib
+from . import models as models_lib
+from .experiments import distributed
+from .experiments.audit import audit, load_factory, load_weights
+from .experiments.bench import config_dir, quickstart, table, table_names
+from .experiments.config import EvalConfig, TrainConfig, apply_overrides, load_yaml, merge, merge_yaml
+from .experiments.evaluate import evaluate
+from .experiments.protocol import eval_defaults, summary
+from .experiments.report import write_report
+from .experiments.results.store import open_store
+from .experiments.results.tables import format_leaderboard, format_runs, format_table, table_row
+from .experiments.suite import SUITE_METRICS
+from .experiments.train import train
+
+__all__ = ["FLAG_KEYS", "app", "eval_config", "flag_overrides", "friendly", "main", "registries"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="attrobust",
+    help="Attributional robustness of image classifiers: train, attack attributions, evaluate.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Preset benchmarks (train + evaluate + table).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+ATTACK_CHOICES = ("all", "ifia", "pgd", "none")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: dotted.key=value (value parsed as YAML); repeatable."),
+]
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="Results database (default: $ATTROBUST_DB, else <runs root>/attrobust.db).")
+]
+NoDbOption = Annotated[bool, typer.Option("--no-db", help="Do not record the result in the results database.")]
+# options that several commands share
+NOption = Annotated[int | None, typer.Option(help="Number of test samples.")]
+EpsOption = Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")]
+StepSizeOption = Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")]
+KOption = Annotated[int | None, typer.Option(help="IFIA top-k size.")]
+EvalConfigOption = Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _db_arg(db: Path | None, no_db: bool) -> Path | bool | None:
+    if db is not None and no_db:
+        raise ValueError(f"--db/--no-db: expected at most one of them, got --db {db} and --no-db")
+    return False if no_db else db
+
+
+# the options of `evaluate` and `audit` that set evaluation config keys, and the keys each one sets
+# (--eps and --step-size set PGD and IFIA alike); --set KEY=VALUE reaches every other key
+FLAG_KEYS: dict[str, tuple[str, ...]] = {
+    "n": ("n",),
+    "batch_size": ("batch_size",),
+    "eps": ("pgd.eps", "ifia.eps"),
+    "step_size": ("pgd.step_size", "ifia.step_size"),
+    "pgd_steps": ("pgd.steps",),
+    "attribution": ("ifia.attribution",),
+    "k": ("ifia.k",),
+    "steps": ("ifia.steps",),
+    "ig_steps": ("ifia.ig_steps",),
+    "beta": ("ifia.beta",),
+    "restarts": ("ifia.restarts",),
+}
+
+
+def flag_overrides(metrics: str | None = None, **flags: Any) -> dict[str, Any]:
+    """The nested config mapping of the option values given (None: not given), through :data:`FLAG_KEYS`;
+    ``metrics`` is ``all`` or comma-separated names."""
+    out: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        for key in FLAG_KEYS[flag]:
+            *sections, last = key.split(".")
+            node = out
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[last] = value
+    if metrics is not None:
+        out["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
+    return out
+
+
+def eval_config(dataset: str | None, config: Path | None, sets: list[str], flags: dict[str, Any]) -> EvalConfig:
+    """The evaluation config of the command line, in order: the paper defaults of ``dataset``, the YAML file
+    ``config``, the ``--set`` overrides, the options (:func:`flag_overrides`)."""
+    cfg = eval_defaults(dataset)
+    if config is not None:
+        cfg = merge_yaml(cfg, config)
+    return merge(apply_overrides(cfg, sets), flags)
+
+
+def friendly(fn: F) -> F:
+    """Turn ``ValueError``/``FileNotFoundError`` into ``error: <message>`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def registries() -> dict[str, list[str]]:
+    """Registered names of every layer: datasets, models, attributions, attacks, objectives, metrics."""
+    return {
+        "datasets": data_lib.DATASETS.names(),
+        "models": models_lib.MODELS.names(),
+        "attributions": attributions.ATTRIBUTIONS.names(),
+        "attacks": attacks.ATTACKS.names(),
+        "corruptions": attacks.CORRUPTIONS.names(),
+        "objectives": objectives.OBJECTIVES.names(),
+        "metrics": metrics_lib.METRICS.names(),
+        "evaluate --metrics": list(SUITE_METRICS),
+        "smoothing": models_lib.SMOOTHING_KINDS.names(),
+    }
+
+
+@app.command("list")
+@friendly
+def list_command() -> None:
+    """Show the registered datasets, models, attributions, attacks, objectives and metrics."""
+    for kind, names in registries().items():
+        typer.echo(f"{kind + ':':20s} {', '.join(names)}")
+
+
+@app.command("train")
+@friendly
+def train_command(
+    config: Annotated[Path, typer.Argument(help="Training config (YAML).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if model.pt exists.")] = False,
+    sets: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    db: DbOption = None,
+    no_db: NoDbOption = False,
+) -> None:
+    """Train a model from a YAML config; writes <out_dir>/<name>/{model.pt,state.pt,config.yaml,log.jsonl}."""
+    cfg = load_yaml(TrainConfig, config, sets or [])
+    result = train(cfg, resume=resume, force=force, progress=not quiet, db=_db_arg(db, no_db))
+    main = distributed.context(cfg.device).main
+    distributed.shutdown()
+    if not main:
+        return
+    if result.reused:
+        typer.echo(f"{result.model_path} exists with this config; reused it (--force retrains)")
+        return
+    acc = "" if result.test_acc is None else f"; clean test accuracy {100 * result.test_acc:.2f}%"
+    last = result.history[-1] if result.history else {}
+    typer.echo(
+        f"trained {result.step} steps in {result.seconds:.1f}s (loss {last.get('loss', float('nan')):.4f}, "
+        f"acc {last.get('acc', float('nan')):.4f}){acc} -> {result.model_path}"
+    )
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="model.pt written by `attrobust train`.")],
+    n: NOption = None,
+    attack: Annotated[str, typer.Option(help="Attacks to run: all, ifia, pgd or none.")] = "all",
+    attribution: Annotated[str | None, typer.Option(help="Attribution attacked by IFIA (ig, saliency).")] = None,
+    k: KOption = None,
+    eps: EpsOption = None,
+    step_size: StepSizeOption = None,
+    steps: Annotated[int | None, typer.Option(help="IFIA iterations.")] = None,
+    pgd_steps: Annotated[int | None, typer.Option(help="PGD iterations.")] = None,
+    ig_steps: Annotated[int | None, typer.Option(help="Integrated-gradients path points.")] = None,
+    beta: Annotated[float | None, typer.Option(help="Softplus beta of the IFIA surrogate.")] = None,
+    restarts: Annotated[int | None, typer.Option(help="IFIA restarts (worst case kept).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per batch.")] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="Extra metrics: 'all' or comma-separated names (attrobust list shows them)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Results JSON (default: results.json beside CHECKPOINT).")] = None,
+    config: EvalConfigOption = None,
+    sets: SetOption = None,
+    quiet: QuietOption = False,
+    db: DbOption = None,
+    no_db: NoDbOption = False,
+) -> None:
+    """Evaluate a checkpoint: natural acc, PGD acc, IFIA top-k intersection and Kendall (the papers' columns).
+
+    Settings resolve in this order: the paper's defaults for the checkpoint's dataset (configs/defaults/), --config,
+    --set, flags. A dataset without a preset has no default budget: give --eps, --step-size and --k. The protocol
+    is printed first; results of another protocol are never overwritten (the new ones go to results-<fingerprint>.json).
+    """
+    if attack not in ATTACK_CHOICES:
+        raise ValueError(f"--attack: expected one of {', '.join(ATTACK_CHOICES)}, got {attack!r}")
+    _, info = models_lib.load(checkpoint)
+    flags = flag_overrides(
+        n=n, batch_size=batch_size, eps=eps, step_size=step_size, pgd_steps=pgd_steps, attribution=attribution, k=k,
+        steps=steps, ig_steps=ig_steps, beta=beta, restarts=restarts, metrics=metrics,
+    )  # fmt: skip
+    if attack != "all":
+        flags.update(skip_pgd=attack != "pgd", skip_ifia=attack != "ifia")
+    dataset = ((info.get("config") or {}).get("data") or {}).get("name")
+    cfg = eval_config(dataset, config, sets or [], flags)
+    say = (lambda _: None) if quiet else typer.echo
+    results = evaluate(checkpoint, cfg, progress=not quiet, out=out, db=_db_arg(db, no_db), echo=say)
+    main = distributed.context(cfg.device).main
+    distributed.shutdown()
+    if not main:
+        return
+    typer.echo(format_table([table_row(checkpoint.parent.name or str(checkpoint), results)]))
+    typer.echo(f"results: {results.get('path')}")
+
+
+@app.command("runs")
+@friendly
+def runs_command(
+    kind: Annotated[str | None, typer.Option(help="Only 'train' or 'evaluate' runs.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only runs on this dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = None,
+    db: DbOption = None,
+) -> None:
+    """List the recorded training runs and evaluations, newest first."""
+    with open_store(db, create=False) as store:
+        rows = store.runs(kind=kind, dataset=dataset, limit=limit)
+    typer.echo(format_runs(rows) if rows else f"no runs recorded in {store.path} matching these filters")
+
+
+@app.command("leaderboard")
+@friendly
+def leaderboard_command(
+    dataset: Annotated[str, typer.Option(help="Dataset whose models are ranked.")],
+    metric: Annotated[str, typer.Option(help="topk, kendall, natural_acc, pgd_acc, test_acc, ...")] = "topk",
+    protocol: Annotated[
+        str | None, typer.Option(help="Evaluation protocol (fingerprint or prefix; default: the one with most models).")
+    ] = None,
+    ascending: Annotated[bool, typer.Option("--ascending", help="Lowest value first.")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Rank the models of a dataset by a metric within one evaluation protocol (each model's most recent result
+    of it); the other protocols present are listed with how to select them."""
+    with open_store(db, create=False) as store:
+        chosen = store.select_protocol(dataset, metric, protocol)
+        rows = store.leaderboard(dataset, metric, descending=not ascending, limit=limit, protocol=protocol)
+        others = [p for p in store.protocols(dataset, metric) if chosen is None or p["newest"] != chosen["newest"]]
+    if chosen is None:
+        typer.echo(f"no completed {metric} results for dataset {dataset!r}")
+        return
+
+    def describe(p: dict[str, Any]) -> str:
+        if p["protocol"] is not None:
+            return summary(p["protocol"]).removeprefix("protocol: ")
+        return "no protocol recorded (training runs, or evaluations whose config could not be read)"
+
+    typer.echo(f"protocol {chosen['fingerprint'] or 'none'}: {describe(chosen)}")
+    typer.echo(format_leaderboard(rows))
+    if others:
+        typer.echo(f"\nother protocols for {dataset} {metric} (select one with --protocol FINGERPRINT):")
+        for p in others:
+            count = f"{p['models']} model{'s' if p['models'] != 1 else ''}"
+            typer.echo(f"  {p['fingerprint'] or 'none'} ({count}): {describe(p)}")
+
+
+def _name_value(item: str, what: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name or not value:
+        raise ValueError(f"{what}: expected NAME=PATH, got {item!r}")
+    return name, value
+
+
+@app.command("report")
+@friendly
+def report_command(
+    results: Annotated[list[str], typer.Argument(help="results.json files of `attrobust evaluate` (or NAME=PATH).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.html, report.md and the PNG figures.")],
+    models: Annotated[
+        list[str] | None, typer.Option("--models", help="NAME=CHECKPOINT: saliency maps under IFIA; repeatable.")
+    ] = None,
+    title: Annotated[str, typer.Option(help="Heading of the report.")] = "attrobust report",
+    published: Annotated[
+        Path | None, typer.Option(help="YAML/JSON: model -> {natural_acc, pgd_acc, topk, kendall} (fractions).")
+    ] = None,
+    n_examples: Annotated[int, typer.Option(help="Images per saliency grid.")] = 4,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the paths written.")] = False,
+) -> None:
+    """Write an HTML report (self-contained) and a Markdown summary of evaluation results."""
+    items: list[Any] = [
+        _name_value(r, "RESULTS") if "=" in r and not Path(r).exists() else r for r in results
+    ]  # fmt: skip
+    pub = None
+    if published is not None:
+        if not published.is_file():
+            raise FileNotFoundError(f"--published: file not found: {published}")
+        try:
+            pub = yaml.safe_load(published.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"--published: expected a YAML/JSON mapping, got a parse error: {err}") from None
+    html_path, md_path = write_report(
+        items, out, title=title, models=dict(_name_value(m, "--models") for m in models or []), published=pub,
+        n_examples=n_examples, echo=None if quiet else typer.echo,
+    )  # fmt: skip
+    typer.echo(f"html: {html_path}")
+    typer.echo(f"markdown: {md_path}")
+
+
+QuickOut = Annotated[Path, typer.Option("--out-dir", help="Root directory of the runs.")]
+QuickBudget = Annotated[str, typer.Option(help="cpu (minutes on 2 cores) or full (longer training, paper eval).")]
+QuickForce = Annotated[bool, typer.Option("--force", help="Retrain and re-evaluate.")]
+
+
+@bench_app.command("quickstart")
+@friendly
+def quickstart_command(
+    out_dir: QuickOut = Path("runs"), budget: QuickBudget = "cpu", force: QuickForce = False, quiet: QuietOption = False
+) -> None:
+    """small_cnn on MNIST: natural, PGD-AT, TRADES+IGR, IG-SUM-NORM, ART, median smoothing; table and report."""
+    quickstart(out_dir, budget, force=force, progress=not quiet, echo=typer.echo)
+
+
+@app.command("audit")
+@friendly
+def audit_command(
+    model: Annotated[str, typer.Option("--model", help="package.module:factory returning your nn.Module.")],
+    data: Annotated[str, typer.Option("--data", help="A dataset name (attrobust list) or a folder of class folders.")],
+    weights: Annotated[Path | None, typer.Option(help="State dict to load (torch.load weights_only=True).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where on-disk datasets live.")] = None,
+    size: Annotated[int, typer.Option(help="Image size for a folder of images.")] = 224,
+    n: NOption = None,
+    eps: EpsOption = None,
+    step_size: StepSizeOption = None,
+    k: KOption = None,
+    metrics: Annotated[str | None, typer.Option(help="Extra metrics: 'all' or comma-separated names.")] = None,
+    config: EvalConfigOption = None,
+    sets: SetOption = None,
+    out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html, report.md).")] = Path("audit"),
+    quiet: QuietOption = False,
+) -> None:
+    """Audit your own model: attributional-robustness evaluation and report for any nn.Module on [0,1] images."""
+    sys.path.insert(0, str(Path.cwd()))
+    net = load_factory(model)
+    if weights is not None:
+        load_weights(net, weights)
+    net.eval()  # a factory returns a module in train mode; the audit evaluates it in eval mode
+    flags = flag_overrides(n=n, eps=eps, step_size=step_size, k=k, metrics=metrics)
+    cfg = None
+    if config is not None or sets or flags:
+        cfg = eval_config(None if Path(data).is_dir() else data, config, sets or [], flags)
+    result = audit(net, data, data_dir=data_dir, size=size, config=cfg, out_dir=out, progress=not quiet)
+    typer.echo(format_table([table_row(type(net).__name__, result["results"])]))
+    for message in result["warnings"]:
+        typer.echo(f"warning: {message}")
+    typer.echo(f"html: {result['report'][0]}")
+    typer.echo(f"markdown: {result['report'][1]}")
+
+
+@bench_app.command("table")
+@friendly
+def table_command(
+    name: Annotated[str, typer.Argument(help="A paper table preset (attrobust bench tables lists them).")],
+    out_dir: QuickOut = Path("runs"),
+    budget: Annotated[str, typer.Option(help="cpu (shrunk to run on 2 cores) or paper (GPU, real data).")] = "cpu",
+    models: Annotated[str | None, typer.Option(help="Comma-separated subset of the table's models.")] = None,
+    force: QuickForce = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Reproduce a source paper's table: train, evaluate, print ours and write the report beside the paper's."""
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    table(name, out_dir, budget, models=chosen, force=force, progress=not quiet, echo=typer.echo)
+
+
+@bench_app.command("tables")
+@friendly
+def tables_command() -> None:
+    """List the paper table presets and their models."""
+    for name in table_names():
+        models = sorted(p.stem for p in (config_dir() / name).glob("*.yaml")
+                        if not p.stem.startswith("_") and not p.stem.endswith("_cpu"))  # fmt: skip
+        typer.echo(f"{name:22s} {', '.join(models)}")
+
+
+demo_command = app.command("demo", help="Same as `attrobust bench quickstart`.")(quickstart_command)
+
+
+def main() -> None:
+    """Console entry point (``attrobust``)."""
+    app()

@@ -1,0 +1,102 @@
+"""The ONE place that formats a plain-text results table (the command line's and the quickstart's).
+
+:func:`text_table` aligns columns; :func:`table_row` / :func:`format_table` give the papers' table of
+evaluation results, :func:`format_runs` / :func:`format_leaderboard` the tables of the results database.
+
+Imports nothing of the package: it formats dicts that other modules produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TABLE_COLUMNS = ("model", "natural acc", "PGD acc", "top-k", "Kendall", "no-valid")
+# metrics listed by ``attrobust runs``
+LISTED_METRICS = ("natural_acc", "pgd_acc", "topk", "kendall", "test_acc", "train.loss")
+
+
+def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, trim: bool = True) -> str:
+    """Aligned plain-text table: header, rule, one line per row; ``trim`` strips the padding at the end of each
+    line (the papers' table keeps it)."""
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        text = " | ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True))
+        return text.rstrip() if trim else text
+
+    return "\n".join([line(columns), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table_row(name: str, results: Mapping[str, Any]) -> dict[str, str]:
+    """The papers' table columns for one result dict of :func:`~attrobust.experiments.evaluate.evaluate`
+    (``-`` for what was not run)."""
+    s = results["summary"]
+    ifia = s.get("ifia") or {}
+    no_valid = "-" if s.get("no_valid") is None else f"{s['no_valid']}/{ifia.get('attacked', 0)}"
+    row = {
+        "model": name,
+        "natural acc": _pct(s.get("natural_acc")),
+        "PGD acc": _pct(s.get("pgd_acc")),
+        "top-k": _num(s.get("topk")),
+        "Kendall": _num(s.get("kendall")),
+        "no-valid": no_valid,
+    }
+    gini = ((s.get("metrics") or {}).get("gini") or {}).get("mean")
+    if gini is not None:
+        row["Gini"] = _num(gini)
+    return row
+
+
+def format_table(rows: Sequence[Mapping[str, str]]) -> str:
+    """A plain-text table (header, rule, one line per row) of :func:`table_row` dicts; optional columns (Gini)
+    appear when some row has them (``-`` in the others)."""
+    columns = [*TABLE_COLUMNS, *dict.fromkeys(c for r in rows for c in r if c not in TABLE_COLUMNS)]
+    return text_table(columns, [[r.get(c, "-") for c in columns] for r in rows], trim=False)
+
+
+def _when(created: Any) -> str:
+    return str(created)[:19].replace("T", " ")
+
+
+def format_runs(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The table of :meth:`~attrobust.experiments.results.store.Store.runs` rows printed by ``attrobust runs``."""
+    columns = ("id", "kind", "created (UTC)", "name", "dataset", "model", "objective", "seed", "status", "seconds",
+               "metrics")  # fmt: skip
+    body = []
+    for r in rows:
+        metrics = " ".join(f"{k}={r['metrics'][k]:.4f}" for k in LISTED_METRICS if k in r.get("metrics", {}))
+        body.append([
+            str(r["id"]), r["kind"], _when(r["created_at"]), _fmt(r["name"]), _fmt(r["dataset"]), _fmt(r["model"]),
+            _fmt(r["objective"]), _fmt(r["seed"]), r["status"], _fmt(r["duration_s"], 1), metrics or "-",
+        ])  # fmt: skip
+    return text_table(columns, body)
+
+
+def format_leaderboard(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The table of :meth:`~attrobust.experiments.results.store.Store.leaderboard` rows printed by
+    ``attrobust leaderboard``."""
+    metric = rows[0]["metric"] if rows else "value"
+    columns = ("rank", metric, "name", "model", "objective", "seed", "kind", "n", "created (UTC)", "run")
+    body = [
+        [str(r["rank"]), _fmt(r["value"]), _fmt(r["name"]), _fmt(r["model"]), _fmt(r["objective"]),
+         _fmt(r["train_seed"]), r["kind"], _fmt(r["n"]), _when(r["created_at"]), str(r["run_id"])]
+        for r in rows
+    ]  # fmt: skip
+    return text_table(columns, body)
