@@ -34,6 +34,7 @@ from .. import data as data_lib
 from .. import models as models_lib
 from ..data import ImageDataset
 from . import distributed, suite
+from . import examples as examples_lib
 from . import protocol as protocol_lib
 from .config import EvalConfig, to_dict
 from .train import derive_seed
@@ -215,7 +216,8 @@ def evaluate(
         for b in mine:
             xb, yb = x_all[slices[b]].to(device), y_all[slices[b]].to(device)
             boxes = None if boxes_all is None else boxes_all[slices[b]]
-            parts[b] = _evaluate_batch(model, b, xb, yb, config, metric_names, boxes)
+            want = examples_lib.wanted(parts.values(), config)
+            parts[b] = _evaluate_batch(model, b, xb, yb, config, metric_names, boxes, want)
             bar.update(len(yb))
             topk = [v for part in parts.values() for v in part["ifia"]["topk"]] if not config.skip_ifia else []
             if topk:
@@ -229,6 +231,7 @@ def evaluate(
         merged = _merge_batches([every[b] for b in sorted(every)], idx, config)
     else:
         distributed.gather(parts, ctx)
+    stored = merged.pop("examples") if merged is not None else None  # rank 0 writes them
     merged = distributed.broadcast(merged, ctx)
     correct = torch.tensor(merged["natural_correct"], dtype=torch.bool)
     pgd_correct = None if merged["pgd_correct"] is None else torch.tensor(merged["pgd_correct"], dtype=torch.bool)
@@ -278,6 +281,7 @@ def evaluate(
             "metrics": merged["metrics"] or None,
         },
         **curves,
+        "examples": None,
         "metrics_left_out": metric_notes,
         "timings": timings,
         "processes": ctx.world,
@@ -290,6 +294,7 @@ def evaluate(
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        results["examples"] = examples_lib.save(stored, out, config, ds.classes)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(results, indent=1, allow_nan=False))
         tmp.replace(out)
@@ -309,14 +314,16 @@ def _evaluate_batch(
     config: EvalConfig,
     metric_names: tuple[str, ...] | list[str] = (),
     boxes: torch.Tensor | None = None,
+    examples: bool = False,
 ) -> dict[str, Any]:
     """Natural accuracy, PGD accuracy and IFIA (on the correctly classified) of evaluation batch ``b``.
 
     ``xb`` float ``(B, C, H, W)`` in [0, 1], ``yb`` int64 ``(B,)``. The attacks' random numbers come from
     generators seeded by ``(config.seed, b)``, so the batch gives the same values in whichever process runs it.
     ``metric_names`` (resolved by :func:`.suite.resolve`) adds the columns of those metrics (``boxes (B, 4)``
-    for localisation). Returns per-example columns (``ifia`` columns for the attacked examples only, ``local``
-    their positions in the batch) and the seconds of each phase.
+    for localisation); ``examples`` adds the saliency examples of :func:`.examples.of_batch`. Returns per-example
+    columns (``ifia`` columns for the attacked examples only, ``local`` their positions in the batch) and the
+    seconds of each phase.
     """
     device = xb.device
     timings: dict[str, float] = {}
@@ -352,6 +359,9 @@ def _evaluate_batch(
             )  # fmt: skip
             cols.update(topk=res.topk.double().cpu().tolist(), kendall=res.kendall.double().cpu().tolist(),
                         valid=res.valid.cpu().tolist(), step=res.step.cpu().tolist())  # fmt: skip
+            if examples:
+                seed = derive_seed(config.seed, f"examples/{b}")
+                out["examples"] = examples_lib.of_batch(model, xb[keep], res.x_adv, yb[keep], cols, config, seed=seed)
         out["ifia"] = cols
         timings["ifia"] = time.perf_counter() - t
     if metric_names:
@@ -372,8 +382,9 @@ def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalC
     timings: dict[str, float] = {}
     if not config.skip_ifia:
         merged["ifia"] = {"index": [], "topk": [], "kendall": [], "valid": [], "step": []}
-    offset = 0
+    offset, found = 0, []
     for part in parts:
+        found.append((part.get("examples"), idx[offset : offset + len(part["natural_correct"])]))
         merged["natural_correct"] += part["natural_correct"]
         if merged["pgd_correct"] is not None:
             merged["pgd_correct"] += part["pgd_correct"]
@@ -388,6 +399,7 @@ def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalC
             timings[key] = timings.get(key, 0.0) + value
         offset += len(part["natural_correct"])
     merged["timings"] = timings
+    merged["examples"] = examples_lib.merge(found, config.examples)
     return merged
 
 
