@@ -19,30 +19,17 @@ from scipy.stats import kendalltau
 from attrobust import data, models
 from attrobust.experiments import examples as examples_lib
 from attrobust.experiments import protocol as protocol_lib
-from attrobust.experiments.config import EvalConfig, TrainConfig, from_dict, merge
+from attrobust.experiments.config import EvalConfig, from_dict, merge
 from attrobust.experiments.evaluate import evaluate
-from attrobust.experiments.train import train
+from test_report import DATA_KWARGS, train_tiny
+from test_report import FAST as REPORT_FAST
 
-DATA_KWARGS = {"n": 96, "size": 8, "num_classes": 3, "noise": 0.6}
-FAST = {
-    "n": 12,
-    "batch_size": 3,
-    "pgd": {"eps": 0.1, "step_size": 0.05, "steps": 2},
-    "ifia": {"k": 8, "eps": 0.1, "step_size": 0.05, "steps": 2, "ig_steps": 3, "restarts": 1, "beta": 5.0},
-    "examples": 3,
-}
+FAST = {**REPORT_FAST, "batch_size": 3, "examples": 3}  # several batches, examples from more than one
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small_cnn trained a few steps on 8x8 synthetic data (3 classes)."""
-    out = tmp_path_factory.mktemp("runs")
-    cfg = from_dict(
-        TrainConfig,
-        {"name": "tiny", "data": {"name": "synthetic", "kwargs": DATA_KWARGS}, "model": {"name": "small_cnn"},
-         "optim": {"lr": 1e-2}, "steps": 6, "batch_size": 16, "out_dir": str(out)},
-    )  # fmt: skip
-    return train(cfg, progress=False, db=False).model_path
+    return train_tiny(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")

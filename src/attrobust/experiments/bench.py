@@ -211,9 +211,7 @@ def _finish(
     paths = None
     if report:
         bar.set_postfix_str("report")
-        checkpoints = {label: r["checkpoint"] for label, r in all_results.items() if r.get("checkpoint")}
-        paths = write_report(all_results, report_dir, title=title, models=checkpoints, published=published,
-                             n_examples=3)  # fmt: skip
+        paths = write_report(all_results, report_dir, title=title, published=published, n_examples=3)
         bar.update(_STAGE_WEIGHT["report"])
     bar.close()
     seconds = time.perf_counter() - t0
