@@ -17,8 +17,10 @@ It never loads a model or a dataset and never runs an attack: the saliency-map g
 IFIA-perturbed image the evaluation selected and its map, with the evaluation's top-k and Kendall under each
 row) come from the examples the evaluation stored; a result without them gets a note instead of a grid.
 
-The house (each module imports only the ones above it in this list, and from outside the report only
-:mod:`..protocol`, :mod:`..examples` and the row formatter of :mod:`..evaluate`):
+The house (each module imports only the ones above it in this list; from outside the report only
+:mod:`..protocol` (grouping by protocol), :mod:`..examples` (reading the stored examples), the row formatter of
+:mod:`..evaluate` (``table_row``, ``TABLE_COLUMNS``), ``attrobust._checks`` and the package version; never a
+model, data, attack, attribution or training module):
 
 - ``page.py``: the report's content, :class:`Section` (one figure) and :class:`Page` (what the renderers get);
 - ``inputs.py``: results in (:func:`load_results`), the number helpers, per-example IFIA similarities;
