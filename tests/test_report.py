@@ -1,5 +1,7 @@
-"""Reports: self-contained HTML (embedded PNGs, escaped text), Markdown, tables, figures, saliency grids, CLI and a
-headless-Chromium check that every image decodes with no console error and no network request."""
+"""Reports: self-contained HTML (embedded PNGs, escaped text), Markdown, tables, figures, saliency grids (from
+the stored examples), CLI and a headless-Chromium check that every image decodes with no console error and no
+network request. The report written from stored results alone, and the examples themselves: test_report_stored.py,
+test_examples.py."""
 
 from __future__ import annotations
 
@@ -25,10 +27,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from scipy.stats import kendalltau
 from typer.testing import CliRunner
 
-from attrobust import data, models
 from attrobust.experiments.cli import app
 from attrobust.experiments.config import EvalConfig, TrainConfig, from_dict
 from attrobust.experiments.evaluate import evaluate, summarize, table_row
@@ -38,7 +38,6 @@ from attrobust.experiments.report import (
     curve_plots,
     load_results,
     results_table,
-    saliency_examples,
     tradeoff_plot,
     write_report,
 )
@@ -58,16 +57,20 @@ DATA_KWARGS = {"n": 96, "size": 8, "num_classes": 3, "noise": 0.6}
 # fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
-    """(checkpoint, results.json, results) of a small_cnn trained a few steps on 8x8 synthetic data."""
-    out = tmp_path_factory.mktemp("runs")
+def train_tiny(out: Path) -> Path:
+    """The checkpoint of a small_cnn trained a few steps on 8x8 synthetic data (3 classes), run ``out/tiny``."""
     cfg = from_dict(
         TrainConfig,
         {"name": "tiny", "data": {"name": "synthetic", "kwargs": DATA_KWARGS}, "model": {"name": "small_cnn"},
          "optim": {"lr": 1e-2}, "steps": 6, "batch_size": 16, "out_dir": str(out)},
     )  # fmt: skip
-    ckpt = train(cfg, progress=False).model_path
+    return train(cfg, progress=False).model_path
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    """(checkpoint, results.json, results) of a small_cnn trained a few steps on 8x8 synthetic data."""
+    ckpt = train_tiny(tmp_path_factory.mktemp("runs"))
     path = ckpt.parent / "results.json"
     results = evaluate(ckpt, from_dict(EvalConfig, FAST), progress=False, out=path)
     assert 0 < results["summary"]["natural_acc"] < 1 and results["summary"]["ifia"]["attacked"] >= 3
@@ -76,8 +79,8 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
 
 @pytest.fixture(scope="module")
 def full_report(evaluated: tuple[Path, Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ckpt, path, _ = evaluated
-    html_path, _ = write_report([path], tmp_path_factory.mktemp("report"), models={"tiny": ckpt}, n_examples=2)
+    _, path, _ = evaluated
+    html_path, _ = write_report([path], tmp_path_factory.mktemp("report"), n_examples=2)
     return html_path
 
 
@@ -197,38 +200,6 @@ def test_report_of_an_evaluation_is_self_contained(
         decode_png((full_report.parent / link).read_bytes())
 
 
-def test_saliency_examples_follow_the_stored_evaluation(evaluated: tuple[Path, Path, dict[str, Any]]) -> None:
-    ckpt, _, results = evaluated
-    ex = saliency_examples(ckpt, results, n_examples=3)
-    cfg = results["eval_config"]["ifia"]
-    assert ex.indices.tolist() == results["per_example"]["ifia"]["index"][:3], "first correctly classified ones"
-    ds = data.load("synthetic", "test", **DATA_KWARGS)
-    np.testing.assert_array_equal(ex.images, ds.images[ex.indices].numpy())
-    np.testing.assert_array_equal(ex.labels, ds.labels[ex.indices].numpy())
-    assert ex.maps.shape == ex.adv_maps.shape == (3, 8, 8) and ex.adv_images.shape == ex.images.shape
-    assert ex.k == cfg["k"] and ex.attribution == cfg["attribution"]
-    assert np.abs(ex.adv_images - ex.images).max() <= cfg["eps"] + 1e-6
-    assert ex.adv_images.min() >= 0 and ex.adv_images.max() <= 1
-    model, _ = models.load(ckpt)
-    with torch.no_grad():
-        adv_pred = model(torch.from_numpy(ex.adv_images)).argmax(1).numpy()
-    for i in range(3):
-        if not ex.valid[i]:
-            assert ex.topk[i] == ex.kendall[i] == 1.0
-            continue
-        assert adv_pred[i] == ex.labels[i], "the shown perturbation keeps the label"
-        a, b = ex.maps[i].ravel(), ex.adv_maps[i].ravel()
-        assert ex.kendall[i] == pytest.approx(kendalltau(a, b).statistic, abs=1e-6)
-        top_a, top_b = set(np.argsort(-a)[: ex.k]), set(np.argsort(-b)[: ex.k])
-        assert ex.topk[i] == pytest.approx(len(top_a & top_b) / ex.k)
-    quick = saliency_examples(ckpt, results, n_examples=1, ifia_overrides={"steps": 1})
-    assert len(quick.indices) == 1
-    with pytest.raises(ValueError, match=r"unknown config key ifia\.stepz"):
-        saliency_examples(ckpt, results, ifia_overrides={"stepz": 1})
-    with pytest.raises(ValueError, match="eval_config"):
-        saliency_examples(ckpt, {"summary": {}})
-
-
 # --------------------------------------------------------------------------------------------------------------
 # tables
 
@@ -284,7 +255,8 @@ def test_missing_and_malformed_sections_are_left_out(tmp_path: Path) -> None:
     assert page.imgs == [] and "Figures" not in page.text and "IFIA statistics" not in page.text
     assert row_of(page.tables[0], "model 1") == ["model 1", "80.00%", "-", "-", "-", "-"]
     notes = " ".join(page.text)
-    assert "box plots left out" in notes and "trade-off plot left out" in notes and "grids left out" in notes
+    assert "box plots left out" in notes and "trade-off plot left out" in notes
+    assert "no stored examples for model 1: saliency-map grid left out" in notes
     assert "![" not in md_path.read_text()
 
     broken = fake_result(0.9, 0.1, [0.5, 0.6], [0.2, 0.3], [True, True], road={"fractions": [0, 0.5, 1],
@@ -331,7 +303,7 @@ def test_figure_functions_draw_the_given_arrays() -> None:
 
 
 def test_bad_input_raises(evaluated: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
-    ckpt, path, results = evaluated
+    _, path, results = evaluated
     with pytest.raises(FileNotFoundError, match="results file not found"):
         write_report([tmp_path / "none.json"], tmp_path)
     (tmp_path / "bad.json").write_text("{not json")
@@ -341,10 +313,6 @@ def test_bad_input_raises(evaluated: tuple[Path, Path, dict[str, Any]], tmp_path
         write_report([{"natural_acc": 0.5}], tmp_path)
     with pytest.raises(ValueError, match="at least one"):
         write_report([], tmp_path)
-    with pytest.raises(ValueError, match=r"models: expected names of the results \('tiny'\), got 'other'"):
-        write_report([path], tmp_path, models={"other": ckpt})
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        write_report([path], tmp_path, models={"tiny": tmp_path / "none.pt"})
     with pytest.raises(ValueError, match="n_examples"):
         write_report([path], tmp_path, n_examples=0)
     assert not (tmp_path / "report.html").exists(), "nothing is written before the input is checked"
@@ -353,14 +321,18 @@ def test_bad_input_raises(evaluated: tuple[Path, Path, dict[str, Any]], tmp_path
     assert list(load_results(results)) == ["tiny"], "a single result dict is one result"
 
 
-def test_grid_that_cannot_be_computed_becomes_a_note(
-    evaluated: tuple[Path, Path, dict[str, Any]], tmp_path: Path
-) -> None:
-    ckpt, _, results = evaluated
-    no_config = {k: v for k, v in results.items() if k != "eval_config"}
+def test_grid_is_drawn_from_the_stored_examples(evaluated: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    _, path, results = evaluated
     lines: list[str] = []
-    html_path, _ = write_report({"tiny": no_config}, tmp_path, models={"tiny": ckpt}, echo=lines.append)
-    assert any("saliency grid of tiny left out" in line and "eval_config" in line for line in lines)
+    html_path, _ = write_report({"tiny": path}, tmp_path, n_examples=2, echo=lines.append)
+    assert lines == [], "nothing left out"
+    grid = decode_png((tmp_path / "report_saliency_0_tiny.png").read_bytes())
+    many = decode_png(write_report({"tiny": path}, tmp_path / "all")[0].parent.joinpath("report_saliency_0_tiny.png")
+                      .read_bytes())  # fmt: skip
+    assert results["examples"]["count"] == 4 and many.shape[0] > grid.shape[0], "n_examples caps the rows"
+    no_examples = {k: v for k, v in results.items() if k != "examples"}
+    html_path, _ = write_report({"tiny": no_examples}, tmp_path / "none", echo=lines.append)
+    assert lines == ["left out: no stored examples for tiny: saliency-map grid left out"]
     assert len(Page(html_path.read_text()).imgs) == 2
 
 
@@ -369,12 +341,12 @@ def test_grid_that_cannot_be_computed_becomes_a_note(
 
 
 def test_cli_report(evaluated: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
-    ckpt, path, results = evaluated
+    _, path, results = evaluated
     published = tmp_path / "paper.yaml"
     published.write_text(yaml.safe_dump({"natural": {"natural_acc": 0.5}}))
     runner = CliRunner()
     out = tmp_path / "out"
-    args = ["report", f"natural={path}", "--out", str(out), "--models", f"natural={ckpt}", "--n-examples", "1"]
+    args = ["report", f"natural={path}", "--out", str(out), "--n-examples", "1"]
     result = runner.invoke(app, [*args, "--published", str(published), "--title", "Quick"])
     assert result.exit_code == 0, result.output
     assert f"html: {out / 'report.html'}" in result.output and f"markdown: {out / 'report.md'}" in result.output
@@ -382,9 +354,11 @@ def test_cli_report(evaluated: tuple[Path, Path, dict[str, Any]], tmp_path: Path
     row = row_of(page.tables[0], "natural")
     assert row[1:4] == [table_row("n", results)["natural acc"], "50.00%", row[3]] and row[3].endswith(" pp")
     assert len(page.imgs) == 3
+    old = runner.invoke(app, ["report", str(path), "--out", str(tmp_path / "old"), "--models", "tiny=gone.pt", "-q"])
+    assert old.exit_code == 0 and "--models is deprecated and ignored" in old.output, old.output
+    assert len(check_self_contained((tmp_path / "old" / "report.html").read_text()).imgs) == 3, "grid still there"
     for bad in (
         ["report", str(tmp_path / "none.json"), "--out", str(out)],
-        ["report", str(path), "--out", str(out), "--models", "natural"],
         ["report", str(path), "--out", str(out), "--published", str(tmp_path / "none.yaml")],
     ):
         result = runner.invoke(app, bad)

@@ -300,13 +300,14 @@ def report_command(
     results: Annotated[list[str], typer.Argument(help="results.json files of `attrobust evaluate` (or NAME=PATH).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for report.html, report.md and the PNG figures.")],
     models: Annotated[
-        list[str] | None, typer.Option("--models", help="NAME=CHECKPOINT: saliency maps under IFIA; repeatable.")
+        list[str] | None,
+        typer.Option("--models", hidden=True, help="Deprecated, ignored: grids come from the stored examples."),
     ] = None,
     title: Annotated[str, typer.Option(help="Heading of the report.")] = "attrobust report",
     published: Annotated[
         Path | None, typer.Option(help="YAML/JSON: model -> {natural_acc, pgd_acc, topk, kendall} (fractions).")
     ] = None,
-    n_examples: Annotated[int, typer.Option(help="Images per saliency grid.")] = 4,
+    n_examples: Annotated[int, typer.Option(help="At most this many stored examples per saliency grid.")] = 4,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the paths written.")] = False,
 ) -> None:
     """Write an HTML report (self-contained) and a Markdown summary of evaluation results."""
@@ -321,10 +322,11 @@ def report_command(
             pub = yaml.safe_load(published.read_text())
         except yaml.YAMLError as err:
             raise ValueError(f"--published: expected a YAML/JSON mapping, got a parse error: {err}") from None
-    html_path, md_path = write_report(
-        items, out, title=title, models=dict(_name_value(m, "--models") for m in models or []), published=pub,
-        n_examples=n_examples, echo=None if quiet else typer.echo,
-    )  # fmt: skip
+    if models:
+        typer.echo("warning: --models is deprecated and ignored: the saliency-map grids now come from the examples "
+                   "stored with the results", err=True)  # fmt: skip
+    html_path, md_path = write_report(items, out, title=title, published=pub, n_examples=n_examples,
+                                      echo=None if quiet else typer.echo)  # fmt: skip
     typer.echo(f"html: {html_path}")
     typer.echo(f"markdown: {md_path}")
 

@@ -227,9 +227,8 @@ def _run_preset(
     paths = None
     if preset.report:
         bar.set_postfix_str("report")
-        checkpoints = {label: r["checkpoint"] for label, r in all_results.items() if r.get("checkpoint")}
-        paths = write_report(all_results, preset.report_dir, title=preset.title, models=checkpoints,
-                             published=preset.published, n_examples=3)  # fmt: skip
+        paths = write_report(all_results, preset.report_dir, title=preset.title, published=preset.published,
+                             n_examples=3)  # fmt: skip
         bar.update(_STAGE_WEIGHT["report"])
     bar.close()
     seconds = time.perf_counter() - t0

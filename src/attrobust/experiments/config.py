@@ -324,11 +324,13 @@ class EvalConfig:
     skip_ifia: bool = False
     metrics: list[str] = field(default_factory=list)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
+    examples: int = 4  # saliency examples stored for the report's grid (experiments.examples); 0 stores none
 
     def __post_init__(self) -> None:
         _nested(self, "pgd", PGDEvalConfig)
         _nested(self, "ifia", IFIAEvalConfig)
         _nested(self, "suite", SuiteConfig)
         _check_min(self.n, "n", 1)
+        _check_min(self.examples, "examples", 0)
         _check_min(self.batch_size, "batch_size", 1)
         check_finite_floats(self, "")

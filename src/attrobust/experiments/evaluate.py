@@ -35,6 +35,7 @@ from .. import data as data_lib
 from .. import models as models_lib
 from ..data import ImageDataset
 from . import distributed, suite
+from . import examples as examples_lib
 from . import protocol as protocol_lib
 from .config import EvalConfig, to_dict
 from .pipeline import publish_evaluation
@@ -203,7 +204,7 @@ def evaluate(
     model = model.to(plan.device)
     say = echo if echo is not None else (print if progress else None)
     protocol, fingerprint, out = _announce(config, data, out, say if plan.ctx.main else None, plan.ctx.main)
-    merged = _run_batches(model, plan, config, progress)
+    merged, stored = _run_batches(model, plan, config, progress)
     summary, columns, more = _summarize_merged(merged, plan, config)
     more["timings"]["total"] = time.perf_counter() - t_start
     results: dict[str, Any] = {
@@ -217,6 +218,7 @@ def evaluate(
         "summary": summary,
         "per_example": columns,
         **more["curves"],
+        "examples": None,
         "metrics_left_out": plan.metric_notes,
         "timings": more["timings"],
         "processes": plan.ctx.world,
@@ -226,12 +228,17 @@ def evaluate(
     results = json_safe(results)
     if plan.ctx.active and not plan.ctx.main:
         return results
+    if out is not None:
+        results["examples"] = examples_lib.save(stored, out, config, plan.ds.classes)
     return publish_evaluation(results, out, db, source.checkpoint)
 
 
-def _run_batches(model: nn.Module, plan: _Plan, config: EvalConfig, progress: bool) -> dict[str, Any]:
+def _run_batches(
+    model: nn.Module, plan: _Plan, config: EvalConfig, progress: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Evaluate this process's batches (in eval mode, every submodule's flag restored afterwards) and merge every
-    process's columns in batch order (:func:`_merge_batches`); every process gets the merged columns."""
+    process's columns in batch order (:func:`_merge_batches`); every process gets the merged columns, rank 0 also
+    the saliency examples to store (:mod:`.examples`; None elsewhere)."""
     x_all, y_all = plan.ds.images[plan.idx], plan.ds.labels[plan.idx]
     parts: dict[int, dict[str, Any]] = {}
     bar = tqdm(total=sum(plan.slices[b].stop - plan.slices[b].start for b in plan.mine), desc="evaluate",
@@ -241,7 +248,8 @@ def _run_batches(model: nn.Module, plan: _Plan, config: EvalConfig, progress: bo
             for b in plan.mine:
                 xb, yb = x_all[plan.slices[b]].to(plan.device), y_all[plan.slices[b]].to(plan.device)
                 boxes = None if plan.boxes is None else plan.boxes[plan.slices[b]]
-                parts[b] = _evaluate_batch(model, b, xb, yb, config, plan.metric_names, boxes)
+                want = examples_lib.wanted(parts.values(), config)
+                parts[b] = _evaluate_batch(model, b, xb, yb, config, plan.metric_names, boxes, want)
                 bar.update(len(yb))
                 topk = [v for part in parts.values() for v in part["ifia"]["topk"]] if not config.skip_ifia else []
                 if topk:
@@ -253,7 +261,8 @@ def _run_batches(model: nn.Module, plan: _Plan, config: EvalConfig, progress: bo
     if plan.ctx.main:
         by_batch = {b: part for rank_parts in every for b, part in rank_parts.items()}
         merged = _merge_batches([by_batch[b] for b in sorted(by_batch)], plan.idx, config)
-    return distributed.broadcast(merged, plan.ctx)
+    stored = merged.pop("examples") if merged is not None else None  # rank 0 writes them
+    return distributed.broadcast(merged, plan.ctx), stored
 
 
 def _summarize_merged(
@@ -307,14 +316,16 @@ def _evaluate_batch(
     config: EvalConfig,
     metric_names: tuple[str, ...] | list[str] = (),
     boxes: torch.Tensor | None = None,
+    examples: bool = False,
 ) -> dict[str, Any]:
     """Natural accuracy, PGD accuracy and IFIA (on the correctly classified) of evaluation batch ``b``.
 
     ``xb`` float ``(B, C, H, W)`` in [0, 1], ``yb`` int64 ``(B,)``. The attacks' random numbers come from
     generators seeded by ``(config.seed, b)``, so the batch gives the same values in whichever process runs it.
     ``metric_names`` (resolved by :func:`.suite.resolve`) adds the columns of those metrics (``boxes (B, 4)``
-    for localisation). Returns per-example columns (``ifia`` columns for the attacked examples only, ``local``
-    their positions in the batch) and the seconds of each phase.
+    for localisation); ``examples`` adds the saliency examples of :func:`.examples.of_batch`. Returns per-example
+    columns (``ifia`` columns for the attacked examples only, ``local`` their positions in the batch) and the
+    seconds of each phase.
     """
     device = xb.device
     timings: dict[str, float] = {}
@@ -350,6 +361,9 @@ def _evaluate_batch(
             )  # fmt: skip
             cols.update(topk=res.topk.double().cpu().tolist(), kendall=res.kendall.double().cpu().tolist(),
                         valid=res.valid.cpu().tolist(), step=res.step.cpu().tolist())  # fmt: skip
+            if examples:
+                seed = derive_seed(config.seed, f"examples/{b}")
+                out["examples"] = examples_lib.of_batch(model, xb[keep], res.x_adv, yb[keep], cols, config, seed=seed)
         out["ifia"] = cols
         timings["ifia"] = time.perf_counter() - t
     if metric_names:
@@ -370,8 +384,9 @@ def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalC
     timings: dict[str, float] = {}
     if not config.skip_ifia:
         merged["ifia"] = {"index": [], "topk": [], "kendall": [], "valid": [], "step": []}
-    offset = 0
+    offset, found = 0, []
     for part in parts:
+        found.append((part.get("examples"), idx[offset : offset + len(part["natural_correct"])]))
         merged["natural_correct"] += part["natural_correct"]
         if merged["pgd_correct"] is not None:
             merged["pgd_correct"] += part["pgd_correct"]
@@ -386,4 +401,5 @@ def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalC
             timings[key] = timings.get(key, 0.0) + value
         offset += len(part["natural_correct"])
     merged["timings"] = timings
+    merged["examples"] = examples_lib.merge(found, config.examples)
     return merged

@@ -17,8 +17,9 @@ the sections of the attacks and metrics that run. :func:`fingerprint` hashes it 
   give different random streams for one seed, so the random starts differ; ``cuda:0`` and ``cuda:1`` draw the
   same numbers. Floating-point differences between machines are not protocol: the torch version and the machine
   are recorded beside the result.
-- Left out because they cannot change a number: ``data_dir`` (where the files are, not which data), the number
-  of processes (batches keep their seeds in whichever process runs them), progress bars, output paths and the
+- Left out because they cannot change a number: ``data_dir`` (where the files are, not which data), ``examples``
+  (how many saliency examples are kept for the report; they draw from their own generators), the number of
+  processes (batches keep their seeds in whichever process runs them), progress bars, output paths and the
   database. The section of an attack that is skipped (``skip_pgd``, ``skip_ifia``) is left out (the ``ifia``
   section stays when suite metrics run: they use its attribution, IG points, beta and eps); ``metrics`` and
   ``suite`` appear only when metrics are requested.
@@ -45,7 +46,7 @@ PROTOCOL_VERSION = 1
 DEFAULTS_DIR = "defaults"
 FINGERPRINT_LENGTH = 12
 # fields of EvalConfig that never change a number (see the module docstring); dataset and split move into "data"
-NOT_IN_PROTOCOL = ("data_dir", "dataset", "split")
+NOT_IN_PROTOCOL = ("data_dir", "dataset", "split", "examples")  # examples: saliency maps kept for the report
 # suite metrics that read ifia.eps
 EPS_METRICS = ("euclidean_bound", "cosine_bound", "linf_bound")
 _FLAGS = {"eps": "--eps", "step_size": "--step-size", "k": "--k"}

@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import metrics
 from ..attacks import corruptions
-from ..attributions import get_attribution, integrated_gradients
+from ..attributions import explainer
 from ..attributions.layer import last_feature_layer
 from ..metrics import bounds, faithfulness
 from .config import EvalConfig
@@ -118,10 +118,7 @@ class Batch:
 
     def explain(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The evaluation's attribution ``(M, C, H, W)`` of ``x`` for the labels ``y``."""
-        cfg = self.config.ifia
-        if cfg.attribution in ("ig", "integrated_gradients"):
-            return integrated_gradients(model, x, y, steps=cfg.ig_steps)
-        return get_attribution(cfg.attribution)(model, x, y)
+        return explainer(self.config.ifia.attribution, ig_steps=self.config.ifia.ig_steps)(model, x, y)
 
     def clean_maps(self) -> torch.Tensor:
         if "clean" not in self._cache:
