@@ -102,7 +102,7 @@ class Objective:
         declared = (name for c in cls.__mro__ for name in vars(c).get("__annotations__", {}))
         return [name for name in dict.fromkeys(declared) if name in init]
 
-    def set_field(self, name: str, value: Any) -> None:
+    def _set_field(self, name: str, value: Any) -> None:
         """Replace a field from ``__post_init__`` (e.g. by its validated float); frozen afterwards."""
         object.__setattr__(self, name, value)
 
@@ -180,10 +180,10 @@ class BudgetedObjective(Objective):
         # ``random_start`` is a field of the subclasses with a uniform start only (not of TRADES and MART)
         start = getattr(self, "random_start", None)
         budget = Budget(self.eps, self.step_size, self.steps, self.eps_warmup, start, owner=self.name)
-        self.set_field("budget", budget)
+        self._set_field("budget", budget)
 
     def check(self) -> None:
-        """Validate (and normalise with :meth:`set_field`) the fields other than the budget's."""
+        """Validate (and normalise with :meth:`_set_field`) the fields other than the budget's."""
 
     def set_step(self, step: int) -> None:
         """Set the (0-based) training step the next call belongs to (the trainer calls it before every step)."""

@@ -111,7 +111,7 @@ class KLObjective(BudgetedObjective):
     start_std: float = 0.001
 
     def check(self) -> None:
-        self.set_field("beta", check_weight(self.beta, f"{self.name} beta"))
+        self._set_field("beta", check_weight(self.beta, f"{self.name} beta"))
         check_weight(self.start_std, f"{self.name} start_std")
 
     def search(

@@ -80,7 +80,7 @@ class RegularisedCE(Objective):
     softplus_beta: float | None = None
 
     def __post_init__(self) -> None:
-        self.set_field("lam", check_weight(self.lam, f"{self.name} lam"))
+        self._set_field("lam", check_weight(self.lam, f"{self.name} lam"))
         self.check()
         check_beta(self.softplus_beta, f"{self.name} softplus_beta")
 
@@ -154,7 +154,7 @@ class InputGradientReg(RegularisedCE):
     q: float = 2.0
 
     def check(self) -> None:
-        self.set_field("q", check_weight(self.q, f"{self.name} q"))
+        self._set_field("q", check_weight(self.q, f"{self.name} q"))
         if self.q < 1:
             raise ValueError(f"{self.name} q: expected a float >= 1, got {self.q!r}")
 

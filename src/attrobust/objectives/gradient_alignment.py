@@ -82,7 +82,7 @@ class ART(BudgetedObjective):
     random_start: bool = True
 
     def check(self) -> None:
-        self.set_field("lam", check_weight(self.lam, f"{self.name} lam"))
+        self._set_field("lam", check_weight(self.lam, f"{self.name} lam"))
         check_beta(self.beta, f"{self.name} beta")
 
     def compute(

@@ -76,7 +76,7 @@ class IGR(Objective):
     ig_checkpoint: bool = False
 
     def __post_init__(self) -> None:
-        self.set_field("lam", check_weight(self.lam, f"{self.name} lam"))
+        self._set_field("lam", check_weight(self.lam, f"{self.name} lam"))
         check_int(self.ig_steps, f"{self.name} ig_steps", 1)
         check_beta(self.softplus_beta, f"{self.name} softplus_beta")
         check_flag(self.ig_checkpoint, f"{self.name} ig_checkpoint")
@@ -186,7 +186,7 @@ class AdvAAT(BudgetedObjective):
     ig_checkpoint: bool = False
 
     def check(self) -> None:
-        self.set_field("lam", check_weight(self.lam, f"{self.name} lam"))
+        self._set_field("lam", check_weight(self.lam, f"{self.name} lam"))
         check_int(self.ig_steps, f"{self.name} ig_steps", 1)
         check_int(self.attack_ig_steps, f"{self.name} attack_ig_steps", 1)
         check_beta(self.softplus_beta, f"{self.name} softplus_beta")

@@ -81,7 +81,7 @@ class RARObjective(BudgetedObjective):
         return getattr(self, self.weight_name)
 
     def check(self) -> None:
-        self.set_field(self.weight_name, check_weight(self.weight, f"{self.name} {self.weight_name}"))
+        self._set_field(self.weight_name, check_weight(self.weight, f"{self.name} {self.weight_name}"))
         check_int(self.ig_steps, f"{self.name} ig_steps", 1)
         check_int(self.attack_ig_steps, f"{self.name} attack_ig_steps", 1)
         check_choice(self.ig_rule, f"{self.name} ig_rule", IG_RULES)
