@@ -229,6 +229,8 @@ def test_igr_holds_its_base_objective(trained_net: nn.Module) -> None:
     only_igr = r"unknown: beta\); expected: base, lam, ig_steps, softplus_beta, ig_checkpoint$"
     with pytest.raises(ValueError, match=only_igr):
         objectives.igr(base, beta=2.0)
+    nested = objectives.igr("igr", lam=0.5)  # the inner igr gets its defaults (base pgd_at), as before
+    assert nested.lam == 0.5 and nested.base == objectives.igr() and isinstance(nested.base.base, objectives.PGDAT)
     x, y = synthetic_batch(4)
     a, _ = built(trained_net, x, y, generator=torch.Generator().manual_seed(0))
     b, _ = objectives.create("trades+igr", beta=1.0, eps=0.1, step_size=0.05, steps=1, lam=0.5, ig_steps=2)(

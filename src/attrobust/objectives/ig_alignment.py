@@ -118,7 +118,8 @@ class IGRFactory:
         params = params or {}
         own = [p for p in IGR.parameters() if p != "base" or self.base is None]
         base = self.base_of(params)
-        more = [] if isinstance(base, Objective) else OBJECTIVES.get(base).parameters(params)
+        rest = {k: v for k, v in params.items() if k != "base"}  # what the base is built with
+        more = [] if isinstance(base, Objective) else OBJECTIVES.get(base).parameters(rest)
         return list(dict.fromkeys([*own, *more]))
 
     def __call__(self, **params: Any) -> IGR:
