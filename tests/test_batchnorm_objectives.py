@@ -17,7 +17,7 @@ from torch import nn
 
 from attrobust import _checks, models
 from attrobust.attributions import target_output
-from attrobust.objectives import attributional, create, curvature
+from attrobust.objectives import create, curvature, gradient_alignment, ig_alignment, rar
 from test_batchnorm import bn_model, buffers, flags, same_buffers
 
 NETS = {
@@ -46,8 +46,8 @@ UPDATES = {"ig_norm": 1, "art": 1, "ssr": 1, "input_gradient_reg": 1, "ig_sum_no
 # Right Riemann sums of ReLU nets converge as 1/steps: at 64 points in float64 the sums here are within 5% of the
 # batch's largest |f(x) - f(x0)| (10% of a row's own, on rows where it is ~1e-7). Tolerance: 10% of both.
 COMPLETENESS_STEPS, COMPLETENESS_RTOL = 64, 0.1
-SPIED = [(attributional, "integrated_gradients"), (attributional, "gradient"), (curvature, "gradient"),
-         (curvature, "input_hessian_top_eigenvalue")]  # fmt: skip
+SPIED = [(rar, "integrated_gradients"), (ig_alignment, "integrated_gradients"), (gradient_alignment, "gradient"),
+         (curvature, "gradient"), (curvature, "input_hessian_top_eigenvalue")]  # fmt: skip
 
 
 def test_every_attributional_objective_is_covered():
@@ -178,7 +178,7 @@ def test_attribution_terms_are_per_example_and_write_nothing(net, name, monkeypa
 
 
 # The two IG forms the objectives use: loss_ig (IG of the loss from x to x~: ig_norm, ig_sum_norm) and the
-# zero-baseline IG of the true logit (_paired_ig: igr and its variants, adv_aat).
+# zero-baseline IG of the true logit (paired_ig: igr and its variants, adv_aat).
 IG_OBJECTIVES = ["ig_norm", "igr"]
 
 
@@ -207,7 +207,7 @@ def test_objectives_touch_nothing_on_nets_without_norm_layers(name, monkeypatch)
             entered.append(switched)
             yield switched
 
-    for module in (attributional, curvature):
+    for module in (rar, gradient_alignment, ig_alignment, curvature):
         monkeypatch.setattr(module, "eval_norm", recording)
     model = models.create("small_cnn", in_channels=3, input_size=8).train()
     x, y = batch()

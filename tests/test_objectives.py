@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -176,3 +179,61 @@ def test_objectives_reject_bad_input_and_parameters() -> None:
         objectives.pgd_at(eps_warmup=-1)
     with pytest.raises(ValueError, match="random_start"):
         objectives.pgd_at(random_start="yes")
+
+
+@pytest.mark.parametrize("name", ["igr", "pgd_at+igr", "trades+igr", "mart+igr"])
+def test_an_unknown_parameter_of_a_composite_lists_its_own_and_its_base_parameters(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"objective '{re.escape(name)}': bad parameters") as err:
+        objectives.create(name, nope=1)
+    expected = name.removesuffix("+igr") if "+" in name else "pgd_at"
+    listed = str(err.value).split("expected: ")[1].split(", ")
+    assert {"lam", "ig_steps", "softplus_beta", "ig_checkpoint"} <= set(listed)
+    assert set(objectives.OBJECTIVES.get(expected).parameters()) <= set(listed)
+
+
+def test_objectives_are_frozen_dataclasses_described_by_their_fields() -> None:
+    obj = objectives.create("trades", beta=2, eps=0.1)
+    assert dataclasses.is_dataclass(obj) and isinstance(obj, objectives.Objective)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obj.eps = 0.2  # type: ignore[misc]
+    assert obj.beta == 2.0 and isinstance(obj.beta, float), "weights are validated into floats"
+    assert repr(obj) == obj.describe() == (
+        "trades(beta=2.0, start_std=0.001, eps=0.1, step_size=0.01, steps=40, eps_warmup=0)"
+    )
+    assert obj == objectives.trades(beta=2.0, eps=0.1)
+    assert obj.budget == objectives.Budget(0.1, 0.01, 40, 0)
+    assert objectives.create("pgd_at").budget.random_start is True
+    assert objectives.pgd_at.parameters() == ["random_start", "eps", "step_size", "steps", "eps_warmup"]
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [({"eps": float("nan")}, "eps"), ({"step_size": -1.0}, "step_size"), ({"steps": -1}, "steps"),
+     ({"eps_warmup": 1.5}, "eps_warmup"), ({"random_start": 1}, "random_start")],
+)  # fmt: skip
+def test_the_budget_checks_are_shared_by_every_adversarial_objective(params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=f"attack {match}"):
+        objectives.Budget(**{"eps": 0.1, "step_size": 0.01, "steps": 1, **params})
+    for name in ("pgd_at", "ig_norm", "ig_sum_norm", "art", "adv_aat", "trades", "mart"):
+        if "random_start" in params and name in {"trades", "mart"}:
+            continue
+        with pytest.raises(ValueError, match=f"{name} {match}"):
+            objectives.create(name, **params)
+
+
+def test_igr_holds_its_base_objective(trained_net: nn.Module) -> None:
+    base = objectives.trades(beta=1.0, eps=0.1, step_size=0.05, steps=1)
+    built = objectives.igr(base, lam=0.5, ig_steps=2)
+    assert built.base is base
+    assert built == objectives.create("trades+igr", beta=1.0, eps=0.1, step_size=0.05, steps=1, lam=0.5, ig_steps=2)
+    only_igr = r"unknown: beta\); expected: base, lam, ig_steps, softplus_beta, ig_checkpoint$"
+    with pytest.raises(ValueError, match=only_igr):
+        objectives.igr(base, beta=2.0)
+    nested = objectives.igr("igr", lam=0.5)  # the inner igr gets its defaults (base pgd_at), as before
+    assert nested.lam == 0.5 and nested.base == objectives.igr() and isinstance(nested.base.base, objectives.PGDAT)
+    x, y = synthetic_batch(4)
+    a, _ = built(trained_net, x, y, generator=torch.Generator().manual_seed(0))
+    b, _ = objectives.create("trades+igr", beta=1.0, eps=0.1, step_size=0.05, steps=1, lam=0.5, ig_steps=2)(
+        trained_net, x, y, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(a, b)

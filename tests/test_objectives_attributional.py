@@ -13,7 +13,9 @@ from torch import nn
 from attrobust import objectives
 from attrobust.models import softplus
 from attrobust.objectives.adversarial import kl_rows
-from attrobust.objectives.attributional import art_triplet, loss_ig, pearson_loss, runner_up
+from attrobust.objectives.gradient_alignment import art_triplet, runner_up
+from attrobust.objectives.ig_alignment import pearson_loss
+from attrobust.objectives.rar import loss_ig
 from test_objectives import synthetic_batch, tiny_net
 
 

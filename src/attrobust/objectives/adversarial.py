@@ -2,11 +2,15 @@
 
 Every budget is in pixel units; ``x`` is float ``(N, C, H, W)`` in [0, 1] and ``y`` int64 ``(N,)``. Losses are
 means over the batch of per-example terms (the reference implementations average the same way, so the weights
-``beta`` are per-example weights). The adversarial objectives expose ``objective.adversarial(...)`` returning
-``(loss, logs, x_adv)`` and ``objective.set_step`` for the linear ``eps_warmup``.
+``beta`` are per-example weights). Each objective is a frozen dataclass (:mod:`._base`); the adversarial ones
+hold their inner attack as a validated :class:`~._base.Budget`, return ``(loss, logs, x_adv)`` from
+``objective.adversarial(...)`` and follow the linear ``eps_warmup`` through ``objective.set_step``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,39 +20,38 @@ from ..attacks import pgd
 from ..attacks.pgd import model_mode, pgd_loop
 from ._base import (
     OBJECTIVES,
+    AdversarialResult,
+    BudgetedObjective,
     Objective,
-    Warmup,
     accuracy,
-    check_budget,
     check_weight,
     cross_entropy,
-    describe,
-    finish,
     logits_of,
+    objective_dataclass,
 )
 
 
 @OBJECTIVES.register("natural")
-def natural() -> Objective:
+@objective_dataclass
+class Natural(Objective):
     """Natural training: ``L(θ) = E_(x,y) CE(f_θ(x), y)`` on the clean batch.
 
-    The returned objective maps ``(model, x (N, C, H, W) in [0, 1], y int64 (N,))`` to the mean cross-entropy
+    The objective maps ``(model, x (N, C, H, W) in [0, 1], y int64 (N,))`` to the mean cross-entropy
     (scalar) and ``{"loss", "acc"}`` on the clean examples; ``generator`` is accepted and unused.
     """
 
-    def adversarial(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    name: ClassVar[str] = "natural"
+
+    def compute(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> AdversarialResult:
         loss, logs = cross_entropy(model, x, y)
         return loss, logs, x
 
-    return finish(adversarial, "natural()")
-
 
 @OBJECTIVES.register("pgd_at")
-def pgd_at(
-    eps: float = 0.3, step_size: float = 0.01, steps: int = 40, random_start: bool = True, eps_warmup: int = 0
-) -> Objective:
+@objective_dataclass
+class PGDAT(BudgetedObjective):
     """PGD adversarial training (Madry et al., ICLR 2018, eq. 2.1; IGR paper Table 1 ``L_at``):
     ``min_θ E_(x,y) max_{‖δ‖_∞ ≤ eps, x+δ ∈ [0,1]} CE(f_θ(x + δ), y)``.
 
@@ -62,7 +65,7 @@ def pgd_at(
     ``t`` the attack uses ``eps_t = eps * min(1, (t + 1) / eps_warmup)`` and ``step_size * eps_t / eps``. Small
     networks trained from scratch at eps 0.3 often stay at chance level without it. The trainer reports the step
     through ``objective.set_step(t)`` before every call; without that call (outside a trainer) the full budget
-    is used.
+    is used. Budget fields: ``eps``, ``step_size``, ``steps``, ``random_start``, ``eps_warmup``.
 
     As in Madry et al.'s reference code, the attack runs with the model in whatever mode the trainer put it
     (train mode during training); the attack does not change the mode. Gradients of the attack are taken with
@@ -71,26 +74,21 @@ def pgd_at(
     Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; ``eps`` and ``step_size`` in
     pixel units.
     """
-    check_budget("pgd_at", eps, step_size, steps, eps_warmup)
-    if not isinstance(random_start, bool):
-        raise ValueError(f"pgd_at random_start: expected a bool, got {random_start!r}")
-    warmup = Warmup(eps_warmup)
 
-    def adversarial(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        scale = warmup.fraction
+    name: ClassVar[str] = "pgd_at"
+    random_start: bool = True
+
+    def compute(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> AdversarialResult:
+        scale = self.scale
         x_adv = pgd(
-            model, x, y, eps=eps * scale, step_size=step_size * scale, steps=steps,
-            random_start=random_start, generator=generator, mode="keep",
+            model, x, y, eps=self.eps * scale, step_size=self.step_size * scale, steps=self.steps,
+            random_start=self.random_start, generator=generator, mode="keep",
         ).detach()  # fmt: skip
         loss, logs = cross_entropy(model, x_adv, y)
-        logs["eps"] = eps * scale
+        logs["eps"] = self.eps * scale
         return loss, logs, x_adv
-
-    name = describe("pgd_at", eps=eps, step_size=step_size, steps=steps, random_start=random_start,
-                    eps_warmup=eps_warmup)  # fmt: skip
-    return finish(adversarial, name, warmup)
 
 
 def kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -98,21 +96,42 @@ def kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(1)
 
 
-def _small_start(x: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
+def small_start(x: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
     """``x + std * N(0, I)`` clamped to [0, 1]: the start point of the TRADES and MART inner attacks."""
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return (x + std * noise).clamp(0.0, 1.0)
 
 
+@objective_dataclass
+class KLObjective(BudgetedObjective):
+    """What TRADES and MART share: the weight ``beta`` of their KL term and the start of their inner attack,
+    ``x + start_std * N(0, I)`` clamped to [0, 1] (no ``random_start`` field)."""
+
+    beta: float = 6.0
+    start_std: float = 0.001
+
+    def check(self) -> None:
+        self._set_field("beta", check_weight(self.beta, f"{self.name} beta"))
+        check_weight(self.start_std, f"{self.name} start_std")
+
+    def search(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The inner attack, in eval mode as in both reference codes: ``steps`` signed steps maximising
+        ``loss_fn`` (per example, ``(N,)``) from the Gaussian start, in the (warmed-up) eps ball; detached."""
+        scale = self.scale
+        with model_mode(model, "eval"):
+            return pgd_loop(loss_fn, x, eps=self.eps * scale, step_size=self.step_size * scale, steps=self.steps,
+                            x_init=small_start(x, self.start_std, generator))  # fmt: skip
+
+
 @OBJECTIVES.register("trades")
-def trades(
-    beta: float = 6.0,
-    eps: float = 0.3,
-    step_size: float = 0.01,
-    steps: int = 40,
-    start_std: float = 0.001,
-    eps_warmup: int = 0,
-) -> Objective:
+@objective_dataclass
+class TRADES(KLObjective):
     """TRADES (Zhang et al., ICML 2019, eq. 5 and Algorithm 1):
     ``CE(f(x), y) + beta * KL(f(x) ‖ f(x~))`` with ``x~ = argmax_{‖x' - x‖_∞ ≤ eps} KL(f(x) ‖ f(x'))``.
 
@@ -127,46 +146,28 @@ def trades(
     Logs: ``loss``, ``acc`` (clean), ``adv_acc``, ``kl``, ``eps``. ``eps_warmup`` as in :func:`pgd_at`.
     Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
-    beta = check_weight(beta, "trades beta")
-    check_budget("trades", eps, step_size, steps, eps_warmup)
-    check_weight(start_std, "trades start_std")
-    warmup = Warmup(eps_warmup)
 
-    def adversarial(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        scale = warmup.fraction
-        with model_mode(model, "eval"):
-            with torch.no_grad():
-                clean_log_p = F.log_softmax(logits_of(model, x, y), dim=1)
-            x_adv = pgd_loop(
-                lambda xa: kl_rows(clean_log_p, F.log_softmax(model(xa), dim=1)),
-                x, eps=eps * scale, step_size=step_size * scale, steps=steps,
-                x_init=_small_start(x, start_std, generator),
-            )  # fmt: skip
+    name: ClassVar[str] = "trades"
+
+    def compute(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> AdversarialResult:
+        with model_mode(model, "eval"), torch.no_grad():
+            clean_log_p = F.log_softmax(logits_of(model, x, y), dim=1)
+        x_adv = self.search(model, lambda xa: kl_rows(clean_log_p, F.log_softmax(model(xa), dim=1)), x, generator)
         logits = logits_of(model, x, y)
         logits_adv = model(x_adv)
         natural_loss = F.cross_entropy(logits, y)
         robust = kl_rows(F.log_softmax(logits, dim=1), F.log_softmax(logits_adv, dim=1)).mean()
-        loss = natural_loss + beta * robust
+        loss = natural_loss + self.beta * robust
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "adv_acc": accuracy(logits_adv, y),
-                "kl": float(robust.detach()), "eps": eps * scale}  # fmt: skip
+                "kl": float(robust.detach()), "eps": self.eps * self.scale}  # fmt: skip
         return loss, logs, x_adv
-
-    name = describe("trades", beta=beta, eps=eps, step_size=step_size, steps=steps, start_std=start_std,
-                    eps_warmup=eps_warmup)  # fmt: skip
-    return finish(adversarial, name, warmup)
 
 
 @OBJECTIVES.register("mart")
-def mart(
-    beta: float = 6.0,
-    eps: float = 0.3,
-    step_size: float = 0.01,
-    steps: int = 40,
-    start_std: float = 0.001,
-    eps_warmup: int = 0,
-) -> Objective:
+@objective_dataclass
+class MART(KLObjective):
     """MART (Wang et al., ICLR 2020, eq. 14; IGR paper Table 1 ``L_mart``):
     ``BCE(f(x~), y) + beta * KL(f(x) ‖ f(x~)) * (1 - f_y(x))``.
 
@@ -179,21 +180,14 @@ def mart(
     Logs: ``loss``, ``acc`` (on ``x~``), ``clean_acc``, ``bce``, ``kl``, ``eps``. ``eps_warmup`` as in
     :func:`pgd_at`. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
-    beta = check_weight(beta, "mart beta")
-    check_budget("mart", eps, step_size, steps, eps_warmup)
-    check_weight(start_std, "mart start_std")
-    warmup = Warmup(eps_warmup)
 
-    def adversarial(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        scale = warmup.fraction
-        with model_mode(model, "eval"):
-            x_adv = pgd_loop(
-                lambda xa: F.cross_entropy(logits_of(model, xa, y), y, reduction="none"),
-                x, eps=eps * scale, step_size=step_size * scale, steps=steps,
-                x_init=_small_start(x, start_std, generator),
-            )  # fmt: skip
+    name: ClassVar[str] = "mart"
+
+    def compute(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> AdversarialResult:
+        x_adv = self.search(model, lambda xa: F.cross_entropy(logits_of(model, xa, y), y, reduction="none"), x,
+                            generator)  # fmt: skip
         logits = logits_of(model, x, y)
         logits_adv = model(x_adv)
         probs_adv = F.softmax(logits_adv, dim=1)
@@ -202,11 +196,11 @@ def mart(
         probs = F.softmax(logits, dim=1)
         kl = kl_rows(F.log_softmax(logits, dim=1), torch.log(probs_adv.clamp_min(1e-12)))
         robust = (kl * (1.0 - probs.gather(1, y[:, None]).squeeze(1))).mean()
-        loss = bce + beta * robust
+        loss = bce + self.beta * robust
         logs = {"loss": float(loss.detach()), "acc": accuracy(logits_adv, y), "clean_acc": accuracy(logits, y),
-                "bce": float(bce.detach()), "kl": float(robust.detach()), "eps": eps * scale}  # fmt: skip
+                "bce": float(bce.detach()), "kl": float(robust.detach()), "eps": self.eps * self.scale}  # fmt: skip
         return loss, logs, x_adv
 
-    name = describe("mart", beta=beta, eps=eps, step_size=step_size, steps=steps, start_std=start_std,
-                    eps_warmup=eps_warmup)  # fmt: skip
-    return finish(adversarial, name, warmup)
+
+# the public names are the registry's (``objectives.pgd_at(eps=...)`` builds the dataclass)
+natural, pgd_at, trades, mart = Natural, PGDAT, TRADES, MART

@@ -2,14 +2,17 @@
 input-gradient regularisation (double backpropagation).
 
 Every objective maps ``(model, x, y, *, generator=None)`` to ``(loss, logs)`` (see :mod:`attrobust.objectives`);
-``x`` is float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``. Reductions and second derivatives as in
-:mod:`.attributional`: per-example terms averaged over the batch; ``softplus_beta`` computes the regularised
+``x`` is float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``. Both are :class:`RegularisedCE`: the clean
+cross-entropy plus ``lam`` times a per-example term. Reductions and second derivatives as stated in
+:mod:`attrobust.objectives`: per-example terms averaged over the batch; ``softplus_beta`` computes the regularised
 quantity on a parameter-sharing Softplus(beta) copy of a ReLU model. The cross-entropy follows the model's mode;
 the gradient and curvature terms are computed per example inside ``attrobust.models.eval_norm`` (BatchNorm with
-its running statistics, dropout off, nothing written), for the reasons given in :mod:`.attributional`.
+its running statistics, dropout off, nothing written), for the reasons given there.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,14 +23,14 @@ from ..attributions import grad_of, gradient
 from ..models import eval_norm
 from ._base import (
     OBJECTIVES,
+    AdversarialResult,
     Objective,
     accuracy,
     attribution_model,
     check_beta,
     check_weight,
-    describe,
-    finish,
     logits_of,
+    objective_dataclass,
 )
 
 
@@ -66,8 +69,46 @@ def input_hessian_top_eigenvalue(
     return (v * hv).flatten(1).sum(1)
 
 
+@objective_dataclass
+class RegularisedCE(Objective):
+    """``CE(f(x), y) + lam * mean_i r(x_i)`` with a per-example term ``r`` (:meth:`term`, computed on the model or
+    its Softplus(``softplus_beta``) copy inside ``eval_norm``) logged as ``log_name``; the CE follows the model's
+    mode. ``x_adv`` is ``x`` (no inner attack)."""
+
+    log_name: ClassVar[str]
+    lam: float = 1.0
+    softplus_beta: float | None = None
+
+    def __post_init__(self) -> None:
+        self._set_field("lam", check_weight(self.lam, f"{self.name} lam"))
+        self.check()
+        check_beta(self.softplus_beta, f"{self.name} softplus_beta")
+
+    def check(self) -> None:
+        """Validate the fields of the term."""
+
+    def term(self, attr: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+             ) -> torch.Tensor:  # fmt: skip
+        """The batch mean of the per-example term on ``attr`` (inside ``eval_norm``): a scalar."""
+        raise NotImplementedError
+
+    def compute(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> AdversarialResult:
+        logits = logits_of(model, x, y)
+        ce = F.cross_entropy(logits, y)
+        attr = attribution_model(model, self.softplus_beta)
+        with eval_norm(attr):
+            reg = self.term(attr, x, y, generator)
+        loss = ce + self.lam * reg
+        logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
+                self.log_name: float(reg.detach())}  # fmt: skip
+        return loss, logs, x
+
+
 @OBJECTIVES.register("ssr")
-def ssr(lam: float = 1.0, power_iters: int = 10, softplus_beta: float | None = None) -> Objective:
+@objective_dataclass
+class SSR(RegularisedCE):
     """Smooth Surface Regularisation (IGR paper appendix B.2 eq. 52): ``CE(f(x), y) + lam * max_i ξ_i``.
 
     ``max_i ξ_i`` is the largest eigenvalue of the input Hessian of the per-example loss, estimated by
@@ -79,28 +120,22 @@ def ssr(lam: float = 1.0, power_iters: int = 10, softplus_beta: float | None = N
     Reduction: per-example CE and eigenvalues averaged over the batch. Logs: ``loss``, ``acc`` (clean), ``ce``,
     ``eigenvalue``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
-    lam = check_weight(lam, "ssr lam")
-    check_int(power_iters, "ssr power_iters", 1)
-    check_beta(softplus_beta, "ssr softplus_beta")
 
-    def adversarial(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        logits = logits_of(model, x, y)
-        ce = F.cross_entropy(logits, y)
-        attr = attribution_model(model, softplus_beta)
-        with eval_norm(attr):
-            eig = input_hessian_top_eigenvalue(attr, x, y, iters=power_iters, generator=generator).mean()
-        loss = ce + lam * eig
-        logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
-                "eigenvalue": float(eig.detach())}  # fmt: skip
-        return loss, logs, x
+    name: ClassVar[str] = "ssr"
+    log_name: ClassVar[str] = "eigenvalue"
+    power_iters: int = 10
 
-    return finish(adversarial, describe("ssr", lam=lam, power_iters=power_iters, softplus_beta=softplus_beta))
+    def check(self) -> None:
+        check_int(self.power_iters, f"{self.name} power_iters", 1)
+
+    def term(self, attr: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+             ) -> torch.Tensor:  # fmt: skip
+        return input_hessian_top_eigenvalue(attr, x, y, iters=self.power_iters, generator=generator).mean()
 
 
 @OBJECTIVES.register("input_gradient_reg")
-def input_gradient_reg(lam: float = 1.0, q: float = 2.0, softplus_beta: float | None = None) -> Objective:
+@objective_dataclass
+class InputGradientReg(RegularisedCE):
     """Input-gradient regularisation (Drucker & LeCun 1992; Ross & Doshi-Velez, AAAI 2018; RAR Proposition 2):
     ``CE(f(x), y) + lam * ‖∇_x CE(f(x), y)‖_q^q``.
 
@@ -113,24 +148,20 @@ def input_gradient_reg(lam: float = 1.0, q: float = 2.0, softplus_beta: float | 
     ``acc`` (clean), ``ce``, ``grad_norm``. Tensor contract: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64
     ``(N,)``.
     """
-    lam = check_weight(lam, "input_gradient_reg lam")
-    q = check_weight(q, "input_gradient_reg q")
-    if q < 1:
-        raise ValueError(f"input_gradient_reg q: expected a float >= 1, got {q!r}")
-    check_beta(softplus_beta, "input_gradient_reg softplus_beta")
 
-    def adversarial(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        logits = logits_of(model, x, y)
-        ce = F.cross_entropy(logits, y)
-        attr = attribution_model(model, softplus_beta)
-        with eval_norm(attr):
-            g = gradient(attr, x, y, create_graph=True, output="loss")
-        reg = g.abs().pow(q).flatten(1).sum(1).mean()
-        loss = ce + lam * reg
-        logs = {"loss": float(loss.detach()), "acc": accuracy(logits, y), "ce": float(ce.detach()),
-                "grad_norm": float(reg.detach())}  # fmt: skip
-        return loss, logs, x
+    name: ClassVar[str] = "input_gradient_reg"
+    log_name: ClassVar[str] = "grad_norm"
+    q: float = 2.0
 
-    return finish(adversarial, describe("input_gradient_reg", lam=lam, q=q, softplus_beta=softplus_beta))
+    def check(self) -> None:
+        self._set_field("q", check_weight(self.q, f"{self.name} q"))
+        if self.q < 1:
+            raise ValueError(f"{self.name} q: expected a float >= 1, got {self.q!r}")
+
+    def term(self, attr: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+             ) -> torch.Tensor:  # fmt: skip
+        g = gradient(attr, x, y, create_graph=True, output="loss")
+        return g.abs().pow(self.q).flatten(1).sum(1).mean()
+
+
+ssr, input_gradient_reg = SSR, InputGradientReg
