@@ -129,3 +129,22 @@ def test_cli_metrics_option(checkpoint: Path, tmp_path: Path) -> None:
     assert set(saved["per_example"]["metrics"]) == {"gini", "ssim"}
     bad = CliRunner().invoke(app, ["evaluate", str(checkpoint), "--metrics", "nope", "--no-db", "-q"])
     assert bad.exit_code != 0 and "unknown nope" in bad.output
+
+
+def test_curve_metrics_are_recorded_in_the_database(checkpoint: Path, tmp_path: Path) -> None:
+    """Per-example curves (ROAD, SSIM under noise) are lists per example; the database once refused them and the
+    whole evaluation was left unrecorded with only a warning."""
+    import warnings
+
+    from attrobust.experiments.results.store import open_store
+
+    db = tmp_path / "runs.db"
+    cfg = from_dict(EvalConfig, {**FAST, "metrics": ["road", "ssim_noise"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "the result was not recorded" fails the test
+        res = evaluate(checkpoint, cfg, progress=False, out=tmp_path / "curves.json", db=db)
+    assert res.get("db") is not None
+    with open_store(db) as store:
+        names = set(store.example_values(res["db"]["run_id"]))
+    fractions = len(FAST["suite"]["road_fractions"])
+    assert {f"metrics.road_curve[{j}]" for j in range(fractions)} <= names

@@ -55,12 +55,6 @@ class IFIAResult:
         return self.x_adv.shape[0]
 
 
-def _attribution_fn(name: str, ig_steps: int, options: dict | None) -> Callable[..., torch.Tensor]:
-    """Deprecated: ``attrobust.attributions.explainer(name, ig_steps=ig_steps, **options)`` (kept for callers of
-    the former private helper)."""
-    return explainer(name, ig_steps=ig_steps, **(options or {}))
-
-
 def _centre(m: torch.Tensor, width: int) -> torch.Tensor:
     """Centre of mass ``(N, 2)`` (row, column) of non-negative maps ``(N, H*W)`` of images ``width`` wide."""
     idx = torch.arange(m.shape[1], device=m.device, dtype=m.dtype)

@@ -72,7 +72,6 @@ def resolve_dataset(config: EvalConfig, train_config: dict[str, Any] | None) -> 
     return data_lib.load(data["name"], config.split, data_dir, **data["kwargs"])
 
 
-_resolve_dataset = resolve_dataset  # its former private name (the report module imports it)
 
 
 def _protocol_config(

@@ -96,7 +96,8 @@ def flatten_examples(
 ) -> Iterator[tuple[str, int, float | None]]:
     """``(name, example, value)`` of per-example columns: a mapping of equally long lists, whose ``index`` list
     (when present, else the inherited one, else positions) holds each entry's example id; nested mappings
-    (e.g. ``ifia``) carry their own ``index``; None columns are skipped."""
+    (e.g. ``ifia``) carry their own ``index``; None columns are skipped; an entry that is itself a list (a
+    per-example curve such as ROAD's) gives one value per point, named ``<column>[j]``."""
     index = columns.get("index", index)
     for key, col in columns.items():
         name = prefix + str(key)
@@ -111,6 +112,10 @@ def flatten_examples(
         if len(ids) != len(col):
             raise ValueError(f"per_example.{name}: expected {len(ids)} values (one per index), got {len(col)}")
         for example, value in zip(ids, col, strict=True):
+            if isinstance(value, list | tuple):  # a per-example curve (ROAD, SSIM under noise): one row per point
+                for j, point in enumerate(value):
+                    yield f"{name}[{j}]", int(example), _number(point, f"per_example.{name}[{j}]")
+                continue
             yield name, int(example), _number(value, f"per_example.{name}")
 
 
