@@ -147,6 +147,7 @@ def test_db_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_code_version_and_machine() -> None:
+    code_version.cache_clear()  # the process may have started at an earlier commit
     code = code_version()
     assert code["version"] == attrobust.__version__
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
