@@ -246,7 +246,7 @@ class IFIAEvalConfig:
     dissimilarity, best of ``restarts`` runs by ``select_by``; ``beta`` is the softplus surrogate's sharpness
     (the RAR code used ``tf.nn.softplus``, beta 1); ``ig_steps`` the IG path points. ``random_start`` starts
     every run from a uniform point of the eps ball instead of the clean image (Ghorbani et al. start from the
-    clean image; restarts after the first always start randomly). From the clean image the top-k objective can
+    clean image; for the runs after the first see ``restart_from``). From the clean image the top-k objective can
     have a zero gradient: IG with a black baseline is zero on black pixels, ``|.|`` has zero slope there, and a
     digit with at most ``k`` lit pixels keeps all its map mass inside the top-k, so the attack never moves.
     ``restart_from``: where the runs after the first start, ``"random"`` (a uniform point of the eps ball, the
