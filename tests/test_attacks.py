@@ -158,6 +158,9 @@ def test_ifia_with_saliency_attribution(tiny_cnn):
         ({"dissimilarity": "center"}, "dissimilarity"),
         ({"attribution": "lime"}, "attribution"),
         ({"eps": -0.1}, "eps"),
+        ({"eval_k": 0}, "eval_k"),
+        ({"eval_k": 65}, "eval_k"),
+        ({"restart_from": "start"}, "restart_from"),
     ],
 )
 def test_ifia_bad_input(tiny_cnn, kwargs, message):
@@ -222,3 +225,49 @@ def test_ifia_with_smoothgrad_attribution(tiny_cnn):
     assert res.topk.shape == (3,) and ((res.x_adv - x).abs().amax((1, 2, 3)) <= 0.1 + 1e-6).all()
     with torch.no_grad():
         assert (tiny_cnn(res.x_adv).argmax(1) == y).all()
+
+
+_RESTART_KW = {"k": 8, "eps": 0.2, "step_size": 0.05, "steps": 3, "beta": 10.0, "ig_steps": 4}
+
+
+def _same(a, b):
+    return all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("x_adv", "topk", "kendall", "valid", "step"))
+
+
+def test_ifia_eval_k_default_is_the_attack_k_bit_for_bit(tiny_cnn):
+    x, y = _correct(tiny_cnn, torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(21)), None)
+    for select_by in ("kendall", "topk"):
+        kw = {**_RESTART_KW, "restarts": 2, "select_by": select_by}
+        today = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(0), **kw)
+        same_k = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(0), eval_k=8, **kw)
+        assert _same(today, same_k) and torch.equal(today.restart, same_k.restart)
+
+
+def test_ifia_eval_k_reports_the_smaller_intersection_of_the_returned_maps(tiny_cnn):
+    # RAR (paper 001, appendix C.1.1 and Figure 3): attack with k = 200, report the top-100 intersection.
+    x, y = _correct(tiny_cnn, torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(22)), None)
+    for select_by in ("kendall", "topk"):
+        kw = {**_RESTART_KW, "k": 20, "select_by": select_by}
+        res = ifia(tiny_cnn, x, y, eval_k=10, **kw)
+        ig = lambda z: saliency_map(integrated_gradients(tiny_cnn, z, y, steps=4))  # noqa: E731
+        a, b = ig(x), ig(res.x_adv)
+        torch.testing.assert_close(res.topk, topk_intersection(a, b, 10), atol=1e-6, rtol=0)
+        # The attack itself (objective and, as in the reference code, the top-k selection) is unchanged.
+        attack_k = ifia(tiny_cnn, x, y, **kw)
+        assert torch.equal(res.x_adv, attack_k.x_adv) and torch.equal(res.kendall, attack_k.kendall)
+
+
+def test_ifia_clean_restarts_repeat_the_first_run_on_a_deterministic_model(tiny_cnn):
+    # RAR runs IFIA three times from the clean image; on a deterministic CPU the runs are identical.
+    x, y = _correct(tiny_cnn, torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(23)), None)
+    once = ifia(tiny_cnn, x, y, restarts=1, restart_from="clean", **_RESTART_KW)
+    thrice = ifia(tiny_cnn, x, y, restarts=3, restart_from="clean", **_RESTART_KW)
+    assert _same(once, thrice) and (thrice.restart[thrice.valid] == 0).all()
+
+
+def test_ifia_random_restarts_are_todays_default(tiny_cnn):
+    x, y = _correct(tiny_cnn, torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(24)), None)
+    kw = {**_RESTART_KW, "restarts": 3}
+    today = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(5), **kw)
+    rand = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(5), restart_from="random", **kw)
+    assert _same(today, rand) and torch.equal(today.restart, rand.restart)

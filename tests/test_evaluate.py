@@ -184,3 +184,24 @@ def test_ifia_random_start_reaches_the_attack(checkpoint: Path, monkeypatch: pyt
         cfg = from_dict(EvalConfig, {**FAST, "n": 6, "skip_pgd": True, "ifia": {**FAST["ifia"], "random_start": flag}})
         evaluate(checkpoint, cfg, progress=False, out=checkpoint.parent / f"rs{flag}.json", db=False)
     assert seen and set(seen) == {False, True}
+
+
+def test_evaluate_passes_eval_k_and_restart_from_to_ifia(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib
+
+    evaluate_module = importlib.import_module("attrobust.experiments.evaluate")
+
+    seen: list[dict] = []
+    real = evaluate_module.attacks.ifia
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module.attacks, "ifia", spy)
+    cfg = from_dict(EvalConfig, {**FAST, "n": 6, "skip_pgd": True,
+                                 "ifia": {**FAST["ifia"], "eval_k": 4, "restart_from": "clean"}})  # fmt: skip
+    evaluate(checkpoint, cfg, progress=False, db=False, out=tmp_path / "r.json")
+    assert seen and all((kw["k"], kw["eval_k"], kw["restart_from"]) == (8, 4, "clean") for kw in seen)

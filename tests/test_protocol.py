@@ -20,6 +20,7 @@ from attrobust.experiments import bench
 from attrobust.experiments import protocol as protocol_lib
 from attrobust.experiments.config import (
     EvalConfig,
+    IFIAEvalConfig,
     TrainConfig,
     apply_overrides,
     from_dict,
@@ -148,7 +149,7 @@ CHANGES = [
     "pgd.eps=0.2", "pgd.step_size=0.01", "pgd.steps=3", "pgd.random_start=false", "skip_pgd=true",
     "ifia.attribution=saliency", "ifia.dissimilarity=mass_center", "ifia.k=9", "ifia.eps=0.2", "ifia.step_size=0.01",
     "ifia.steps=3", "ifia.beta=null", "ifia.ig_steps=4", "ifia.restarts=2", "ifia.select_by=topk",
-    "ifia.random_start=true", "skip_ifia=true", "metrics=[gini]",
+    "ifia.random_start=true", "ifia.eval_k=5", "ifia.restart_from=clean", "skip_ifia=true", "metrics=[gini]",
 ]  # fmt: skip
 
 
@@ -169,6 +170,27 @@ def test_fingerprint_changes_with_every_setting_that_changes_the_numbers() -> No
     assert _fp(apply_overrides(base, ["device=cuda:0"])) == _fp(apply_overrides(base, ["device=cuda:1"]))
     no_pgd = apply_overrides(base, ["skip_pgd=true"])
     assert _fp(apply_overrides(no_pgd, ["pgd.eps=0.2"])) == _fp(no_pgd)
+
+
+def test_eval_k_and_restart_from_change_the_fingerprint_and_are_printed() -> None:
+    base = from_dict(EvalConfig, {**FAST_CFG, "ifia": {**FAST_CFG["ifia"], "restarts": 3}})
+    rar = apply_overrides(base, ["ifia.eval_k=4", "ifia.restart_from=clean"])
+    assert len({_fp(base), _fp(rar), _fp(apply_overrides(base, ["ifia.eval_k=4"]))}) == 3
+    said = " ".join(protocol_lib.lines(protocol_lib.describe(rar, DATA)))
+    assert "k 8 (top-4 intersection reported)" in said and "3 runs (each from the clean image)" in said
+    said = " ".join(protocol_lib.lines(protocol_lib.describe(base, DATA)))
+    assert "k 8, eps" in said and "the others from random points of the eps ball" in said
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("ifia.eval_k=0", "ifia.eval_k: expected a value >= 1"),
+    ("ifia.restart_from=noise", "ifia.restart_from: expected one of 'random', 'clean'"),
+])  # fmt: skip
+def test_bad_eval_k_and_restart_from_are_refused(change: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(from_dict(EvalConfig, FAST_CFG), [change])
+    with pytest.raises(ValueError, match=r"ifia\.restart_from: expected"):  # built directly, not from YAML
+        IFIAEvalConfig(restart_from="noise")  # type: ignore[arg-type]
 
 
 def test_every_config_field_is_in_the_protocol_or_argued_out() -> None:

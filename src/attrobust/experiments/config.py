@@ -246,10 +246,15 @@ class IFIAEvalConfig:
     dissimilarity, best of ``restarts`` runs by ``select_by``; ``beta`` is the softplus surrogate's sharpness
     (the RAR code used ``tf.nn.softplus``, beta 1); ``ig_steps`` the IG path points. ``random_start`` starts
     every run from a uniform point of the eps ball instead of the clean image (Ghorbani et al. start from the
-    clean image; restarts after the first always start randomly). From the clean image the top-k objective can
+    clean image; for the runs after the first see ``restart_from``). From the clean image the top-k objective can
     have a zero gradient: IG with a black baseline is zero on black pixels, ``|.|`` has zero slope there, and a
     digit with at most ``k`` lit pixels keeps all its map mass inside the top-k, so the attack never moves.
-    ``k``, ``eps`` and ``step_size`` have no default (None): they come from the dataset's preset or must be given."""
+    ``restart_from``: where the runs after the first start, ``"random"`` (a uniform point of the eps ball, the
+    default) or ``"clean"`` (the clean image again, the RAR paper's three runs, which differ only by GPU
+    non-determinism). ``eval_k``: the size of the reported top-k intersection (None: the attack's ``k``; RAR
+    attacks MNIST with k 200 and reports the top-100 intersection); ``select_by: topk`` selects by the attack's
+    ``k``, as the RAR reference code does. ``k``, ``eps`` and ``step_size`` have no default (None): they come from
+    the dataset's preset or must be given."""
 
     attribution: str = "ig"
     dissimilarity: str = "topk"
@@ -262,9 +267,19 @@ class IFIAEvalConfig:
     restarts: int = 3
     select_by: Literal["kendall", "topk"] = "kendall"
     random_start: bool = False
+    restart_from: Literal["random", "clean"] = "random"
+    eval_k: int | None = None
+
+    @property
+    def reported_k(self) -> int | None:
+        """The k of the reported top-k intersection: ``eval_k``, or the attack's ``k`` when unset."""
+        return self.k if self.eval_k is None else self.eval_k
 
     def __post_init__(self) -> None:
         _check_min(self.k, "ifia.k", 1)
+        _check_min(self.eval_k, "ifia.eval_k", 1)
+        if self.restart_from not in ("random", "clean"):
+            raise ValueError(f"ifia.restart_from: expected one of 'random', 'clean', got {self.restart_from!r}")
         _check_min(self.eps, "ifia.eps", 0)
         _check_min(self.step_size, "ifia.step_size", 0)
         _check_min(self.steps, "ifia.steps", 1)

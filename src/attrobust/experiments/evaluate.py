@@ -356,7 +356,8 @@ def _evaluate_batch(
                 model, xb[keep], yb[keep],
                 attribution=cfg.attribution, k=cfg.k, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
                 beta=cfg.beta, dissimilarity=cfg.dissimilarity, ig_steps=cfg.ig_steps, restarts=cfg.restarts,
-                select_by=cfg.select_by, random_start=cfg.random_start, generator=gen,
+                select_by=cfg.select_by, random_start=cfg.random_start, generator=gen, eval_k=cfg.eval_k,
+                restart_from=cfg.restart_from,
             )  # fmt: skip
             cols.update(topk=res.topk.double().cpu().tolist(), kendall=res.kendall.double().cpu().tolist(),
                         valid=res.valid.cpu().tolist(), step=res.step.cpu().tolist())  # fmt: skip

@@ -161,7 +161,7 @@ def save(
     path = results_path.with_name(f"{results_path.stem}.examples.npz")
     names = [classes[int(label)] if 0 <= int(label) < len(classes) else str(int(label)) for label in examples["label"]]
     arrays = {**examples, "class_names": np.array(names, dtype=str), "attribution": np.array(config.ifia.attribution),
-              "k": np.array(int(config.ifia.k), dtype=np.int64)}  # fmt: skip
+              "k": np.array(int(config.ifia.reported_k), dtype=np.int64)}  # fmt: skip
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
         np.savez_compressed(f, **arrays)

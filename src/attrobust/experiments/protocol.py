@@ -203,11 +203,19 @@ def _runs(ifia: Mapping[str, Any]) -> str:
     n, random_start = ifia.get("restarts"), ifia.get("random_start")
     if random_start:
         start = "each from a random point of the eps ball"
+    elif n and n > 1 and ifia.get("restart_from") == "clean":
+        start = "each from the clean image"
     elif n and n > 1:
         start = "the first from the clean image, the others from random points of the eps ball"
     else:
         start = "from the clean image"
     return f"{n} run{'s' if n != 1 else ''} ({start}), the worst by {ifia.get('select_by')} kept"
+
+
+def _eval_k(ifia: Mapping[str, Any]) -> str:
+    """`` (top-E intersection reported)`` when the reported top-k differs from the attack's k, else ``""``."""
+    eval_k = ifia.get("eval_k")
+    return "" if eval_k is None or eval_k == ifia.get("k") else f" (top-{eval_k} intersection reported)"
 
 
 def lines(protocol: Mapping[str, Any], fp: str | None = None) -> list[str]:
@@ -233,7 +241,8 @@ def lines(protocol: Mapping[str, Any], fp: str | None = None) -> list[str]:
         skipped = protocol.get("skip_ifia")
         what = "IFIA settings of the metrics (IFIA skipped)" if skipped else "IFIA"
         out.append(
-            f"{what} {i.get('dissimilarity')} on {i.get('attribution')}: k {i.get('k')}, eps {_fmt(i.get('eps'))}, "
+            f"{what} {i.get('dissimilarity')} on {i.get('attribution')}: k {i.get('k')}{_eval_k(i)}, "
+            f"eps {_fmt(i.get('eps'))}, "
             f"{i.get('steps')} steps of {_fmt(i.get('step_size'))}, {i.get('ig_steps')} IG points, surrogate "
             f"softplus beta {beta}, {_runs(i)}" + ("" if skipped else "; correctly classified samples only")
         )
