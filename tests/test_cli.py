@@ -204,9 +204,19 @@ def test_quickstart_budgets_resolve_from_the_repository_presets(tmp_path: Path) 
 
 def test_options_map_onto_config_keys_through_one_table() -> None:
     assert flag_overrides(eps=0.1, k=5, n=None, metrics="gini, ssim") == {
-        "pgd": {"eps": 0.1}, "ifia": {"eps": 0.1, "k": 5}, "metrics": ["gini", "ssim"]}  # fmt: skip
+        "pgd": {"eps": 0.1}, "ifia": {"eps": 0.1, "k": 5, "eval_k": 5}, "metrics": ["gini", "ssim"]}  # fmt: skip
     assert flag_overrides() == {} and flag_overrides(metrics="") == {"metrics": []}
     assert all(key.split(".")[0] in ("n", "batch_size", "pgd", "ifia") for keys in FLAG_KEYS.values() for key in keys)
+
+
+def test_k_option_sets_the_reported_k_too() -> None:
+    """The RAR preset reports the top-100 of a top-200 attack; `--k 20` must not keep reporting the top-100."""
+    from attrobust.cli import eval_config
+
+    preset = eval_config("mnist", None, [], {})
+    assert preset.ifia.eval_k is not None and preset.ifia.eval_k != preset.ifia.k  # the preset's own split
+    cfg = eval_config("mnist", None, [], flag_overrides(k=20))
+    assert (cfg.ifia.k, cfg.ifia.eval_k) == (20, 20)
 
 
 def test_python_dash_m_runs_the_cli() -> None:

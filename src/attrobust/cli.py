@@ -62,7 +62,8 @@ NoDbOption = Annotated[bool, typer.Option("--no-db", help="Do not record the res
 NOption = Annotated[int | None, typer.Option(help="Number of test samples.")]
 EpsOption = Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")]
 StepSizeOption = Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")]
-KOption = Annotated[int | None, typer.Option(help="IFIA top-k size.")]
+KOption = Annotated[int | None, typer.Option(
+    help="IFIA top-k size, attacked and reported (--set ifia.k=A --set ifia.eval_k=R for different ones).")]
 EvalConfigOption = Annotated[Path | None, typer.Option(help="Evaluation config (YAML, partial).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -82,7 +83,7 @@ FLAG_KEYS: dict[str, tuple[str, ...]] = {
     "step_size": ("pgd.step_size", "ifia.step_size"),
     "pgd_steps": ("pgd.steps",),
     "attribution": ("ifia.attribution",),
-    "k": ("ifia.k",),
+    "k": ("ifia.k", "ifia.eval_k"),  # one k for the attack and the reported intersection, whatever the preset
     "steps": ("ifia.steps",),
     "ig_steps": ("ifia.ig_steps",),
     "beta": ("ifia.beta",),
