@@ -12,6 +12,7 @@ for its own. Objectives with an inner attack derive from :class:`BudgetedObjecti
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ def objective_dataclass(cls: C) -> C:
 
 
 @objective_dataclass
-class Objective:
+class Objective(abc.ABC):
     """A training objective: ``objective(model, x, y, *, generator=None) -> (loss, logs)``.
 
     ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; ``loss`` is a differentiable scalar and
@@ -77,14 +78,15 @@ class Objective:
         check_batch(x, y)
         return self.compute(model, x, y, generator)
 
+    @abc.abstractmethod
     def compute(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
     ) -> AdversarialResult:
         """The objective on a validated batch: ``(loss, logs, x_adv)``."""
-        raise NotImplementedError
 
     def set_step(self, step: int) -> None:
         """Set the (0-based) training step of the next call; only a budget's ``eps_warmup`` depends on it."""
+        del step  # nothing else depends on the step
 
     def describe(self) -> str:
         """``name(field=value, ...)`` over the hyper-parameters (the dataclass fields)."""

@@ -12,6 +12,7 @@ its running statistics, dropout off, nothing written), for the reasons given the
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import torch
@@ -87,10 +88,10 @@ class RegularisedCE(Objective):
     def check(self) -> None:
         """Validate the fields of the term."""
 
+    @abc.abstractmethod
     def term(self, attr: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
              ) -> torch.Tensor:  # fmt: skip
         """The batch mean of the per-example term on ``attr`` (inside ``eval_norm``): a scalar."""
-        raise NotImplementedError
 
     def compute(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
