@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ class Store:
         self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:
             self._conn.execute("PRAGMA foreign_keys = ON")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._wal_mode(timeout)
             if str(mode).lower() != "wal":
                 raise ValueError(f"{self.path}: expected journal mode 'wal', got {mode!r}")
             self._migrate()
@@ -151,6 +152,18 @@ class Store:
         except BaseException:
             self._conn.close()
             raise
+
+    def _wal_mode(self, timeout: float) -> str:
+        """Switch to WAL and return the journal mode. Two processes creating one database at once can get "database
+        is locked" here at once (the busy timeout does not cover this lock), so it is retried until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- plumbing
 
