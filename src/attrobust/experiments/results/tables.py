@@ -8,6 +8,7 @@ Imports nothing of the package: it formats dicts that other modules produce.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,12 +29,16 @@ def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, trim: b
     return "\n".join([line(columns), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if _finite(value) else "-"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if _finite(value) else "-"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -46,10 +51,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def table_row(name: str, results: Mapping[str, Any]) -> dict[str, str]:
     """The papers' table columns for one result dict of :func:`~attrobust.experiments.evaluate.evaluate`
-    (``-`` for what was not run)."""
+    (``-`` for what was not run and for a value that is not a finite number)."""
     s = results["summary"]
-    ifia = s.get("ifia") or {}
-    no_valid = "-" if s.get("no_valid") is None else f"{s['no_valid']}/{ifia.get('attacked', 0)}"
+    ifia = s.get("ifia") if isinstance(s.get("ifia"), Mapping) else {}
+    no_valid = "-" if s.get("no_valid") is None else f"{s['no_valid']}/{ifia.get('attacked', '-')}"
     row = {
         "model": name,
         "natural acc": _pct(s.get("natural_acc")),
@@ -58,7 +63,8 @@ def table_row(name: str, results: Mapping[str, Any]) -> dict[str, str]:
         "Kendall": _num(s.get("kendall")),
         "no-valid": no_valid,
     }
-    gini = ((s.get("metrics") or {}).get("gini") or {}).get("mean")
+    metrics = s.get("metrics") if isinstance(s.get("metrics"), Mapping) else {}
+    gini = metrics["gini"].get("mean") if isinstance(metrics.get("gini"), Mapping) else None
     if gini is not None:
         row["Gini"] = _num(gini)
     return row
