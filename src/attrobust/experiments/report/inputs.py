@@ -126,14 +126,18 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _mapping(value: Any, where: str, expected: str, notes: list[str]) -> dict[str, Any] | None:
+    """``value`` as a dict; None (with a note unless it is None) when it is not a mapping."""
+    if value is not None and not isinstance(value, Mapping):
+        notes.append(f"{where}: expected {expected}, got {_what(value)}; left out")
+    return dict(value) if isinstance(value, Mapping) else None
+
+
 def _clean_ifia(stats: Any, where: str, notes: list[str]) -> dict[str, Any] | None:
     """``summary.ifia`` as a mapping whose ``topk``/``kendall`` are mappings (or absent); else None."""
-    if stats is None:
+    out = _mapping(stats, f"{where}.ifia", "a mapping of IFIA statistics", notes)
+    if out is None:
         return None
-    if not isinstance(stats, Mapping):
-        notes.append(f"{where}.ifia: expected a mapping of IFIA statistics, got {_what(stats)}; left out")
-        return None
-    out = dict(stats)
     for key in ("topk", "kendall"):
         if out.get(key) is not None and not isinstance(out[key], Mapping):
             notes.append(f"{where}.ifia.{key}: expected a mapping of statistics, got {_what(out[key])}; left out")
@@ -147,10 +151,8 @@ def _clean_ifia(stats: Any, where: str, notes: list[str]) -> dict[str, Any] | No
 
 def _clean_metrics(metrics: Any, where: str, notes: list[str]) -> dict[str, Any] | None:
     """``summary.metrics``: per-example metrics as mappings of statistics, ``gamma_*`` summaries as numbers."""
+    metrics = _mapping(metrics, f"{where}.metrics", "a mapping metric -> statistics", notes)
     if metrics is None:
-        return None
-    if not isinstance(metrics, Mapping):
-        notes.append(f"{where}.metrics: expected a mapping metric -> statistics, got {_what(metrics)}; left out")
         return None
     out = {}
     for key, value in metrics.items():
@@ -182,10 +184,6 @@ def clean_results(named: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dic
             summary["no_valid"] = None
         summary["ifia"] = _clean_ifia(summary.get("ifia"), where, notes)
         summary["metrics"] = _clean_metrics(summary.get("metrics"), where, notes)
-        data = {**res, "summary": summary}
-        if data.get("per_example") is not None and not isinstance(data["per_example"], Mapping):
-            notes.append(f"{name}: per_example: expected a mapping of columns, got {_what(data['per_example'])}; "
-                         "left out")  # fmt: skip
-            data["per_example"] = None
-        out[name] = data
+        per_example = _mapping(res.get("per_example"), f"{name}: per_example", "a mapping of columns", notes)
+        out[name] = {**res, "summary": summary, "per_example": per_example}
     return out, notes
