@@ -227,6 +227,16 @@ def test_results_of_the_wrong_shape_lose_only_the_bad_part(tmp_path: Path, where
     assert bad["summary"][where] == value, "the caller's results are not changed"
 
 
+def test_per_example_columns_of_the_wrong_shape_are_left_out(tmp_path: Path) -> None:
+    bad = _with_metrics()
+    bad["per_example"] = [1, 2, 3]
+    lines: list[str] = []
+    html_path, _ = write_report({"bad": bad}, tmp_path, echo=lines.append)
+    assert "left out: bad: per_example: expected a mapping of columns, got a list; left out" in lines
+    row = row_of(Page(html_path.read_text()).tables[0], "bad")
+    assert row[1:3] == ["80.00%", "-"], "the figure stays, its interval needs the per-example values"
+
+
 def test_cli_report_on_wrong_shapes_and_out_at_a_file(tmp_path: Path) -> None:
     import json
 

@@ -15,7 +15,7 @@ from .page import Page, Section
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
 color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:.92em}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}th[colspan]{text-align:center}td:first-child,th:first-child{text-align:left}
 td.paper{color:#555}td.diff{font-style:italic}td.ci{color:#555;font-size:.9em}
