@@ -195,8 +195,11 @@ def test_the_protocol_line_is_written_once_per_protocol(tmp_path: Path) -> None:
     html_text = html_path.read_text()
     assert html_text.count('<p class="protocol">') == 2 and md_path.read_text().count("**Protocol**") == 2
     assert (tmp_path / "report_results_2.csv").is_file() and (tmp_path / "report_metrics_2.tex").is_file()
-    first = list(csv.reader(io.StringIO((tmp_path / "report_results.csv").read_text())))
-    assert [r[0] for r in first[1:]] == ["a", "b"], "models of one protocol share its table"
+    for stem in ("report_results", "report_metrics", "report_ifia_stats"):
+        first = list(csv.reader(io.StringIO((tmp_path / f"{stem}.csv").read_text())))
+        assert sorted({r[0] for r in first[1:]}) == ["a", "b"], f"{stem}: the models of one protocol, no other"
+        second = list(csv.reader(io.StringIO((tmp_path / f"{stem}_2.csv").read_text())))
+        assert {r[0] for r in second[1:]} == {"c"}, stem
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -6,17 +6,17 @@ dicts it returns) and the saliency examples they reference (:mod:`attrobust.expe
 into ``out_dir``:
 
 - ``report.html``: the papers' table (natural acc, PGD acc, top-k, Kendall, no-valid; with ``published`` numbers:
-  ours | paper | difference; one table per evaluation protocol, each under the line stating it), IFIA statistics,
-  figures and saliency-map grids, every figure embedded as a ``data:image/png;base64`` URI. The page has no script
-  and no external resource (a Content-Security-Policy meta tag forbids loading any); every piece of text is
-  HTML-escaped; the configurations and run metadata sit in a collapsible ``<details>``.
+  ours | paper | difference; one table per evaluation protocol, each under the line stating it), suite metrics,
+  IFIA statistics, figures and saliency-map grids, every figure embedded as a ``data:image/png;base64`` URI. The
+  page has no script and no external resource (a Content-Security-Policy meta tag forbids loading any); every
+  piece of text is HTML-escaped; the configurations and run metadata sit in a collapsible ``<details>``.
 - ``report.md``: the same tables, with relative links to the figures, which are written beside it as PNG files
   (``report_<figure>.png``);
 - every figure also as PDF (``report_<figure>.pdf``) and every table as CSV and LaTeX ``booktabs``
   (``report_results.csv``/``.tex``, ``report_metrics``, ``report_ifia_stats``; :meth:`Page.exported_tables`).
 
-The tables: per protocol (its line once, above its tables) the papers' table and the table of every suite metric
-the results hold (count, mean, std, median, quartiles); the IFIA statistics. Every mean has a 95% percentile
+The tables, per protocol (its line once, above its tables): the papers' table, the table of every suite metric
+the results hold (count, mean, std, median, quartiles) and the IFIA statistics. Every mean has a 95% percentile
 bootstrap interval from the stored per-example values (:mod:`.intervals`, the method stated in the report).
 Results of the wrong shape (a figure that is not a number, ``ifia`` or ``metrics`` that are not mappings) lose
 the bad part, with a note, never the report (:func:`clean_results`).
@@ -63,7 +63,7 @@ from .figures import box_plots, curve_plots, pdf_bytes, png_bytes, saliency_grid
 from .inputs import NamedResult, ResultLike, clean_results, load_results, per_example_similarities
 from .intervals import METHOD, bootstrap_interval
 from .metadata import report_metadata, run_metadata
-from .page import Page, Section
+from .page import Page, ProtocolTables, Section
 from .sections import CURVES, CurveSpec, build_figures, build_saliency_sections
 from .tables import PUBLISHED_KEYS, check_published, ifia_table, metrics_table, protocol_tables, results_table
 
@@ -74,6 +74,7 @@ __all__ = [
     "CurveSpec",
     "NamedResult",
     "Page",
+    "ProtocolTables",
     "ResultLike",
     "SaliencyExamples",
     "Section",
@@ -152,8 +153,8 @@ def write_report(
     meta: dict[str, Any] = {"report": report_metadata(), "runs": {name: run_metadata(r) for name, r in named.items()}}
     if published:
         meta["published"] = {str(k): dict(v) for k, v in published.items()}
-    page = Page(title=title, tables=protocol_tables(named, published), stats=ifia_table(named), figures=figures,
-                grids=grids, notes=notes + grid_notes, meta=meta)  # fmt: skip
+    page = Page(title=title, tables=protocol_tables(named, published), figures=figures, grids=grids,
+                notes=notes + grid_notes, meta=meta)  # fmt: skip
 
     out.mkdir(parents=True, exist_ok=True)
     for sec in [*figures, *grids]:

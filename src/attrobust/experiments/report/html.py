@@ -102,13 +102,13 @@ def render(page: Page) -> str:
         f'<p class="meta">attrobust {_e(meta["report"]["attrobust"])}, created {_e(meta["report"]["created"])}</p>',
         "<h2>Results</h2>",
     ]
-    for line, table, metrics in page.tables:
-        parts.append(f'<p class="protocol"><b>Protocol</b> {_e(line)}</p>')
-        parts.append(_table(*table))
-        if metrics is not None:
-            parts += ["<h3>Suite metrics</h3>", _table(*metrics)]
-    if page.stats is not None:
-        parts += ["<h2>IFIA statistics</h2>", _table(*page.stats)]
+    for block in page.tables:
+        parts.append(f'<p class="protocol"><b>Protocol</b> {_e(block.line)}</p>')
+        parts.append(_table(*block.results))
+        if block.metrics is not None:
+            parts += ["<h3>Suite metrics</h3>", _table(*block.metrics)]
+        if block.ifia is not None:
+            parts += ["<h3>IFIA statistics</h3>", _table(*block.ifia)]
     files = ", ".join(f"{stem}.csv/.tex" for stem, _, _ in page.exported_tables())
     parts.append(f'<p class="meta">{_e(METHOD)} Tables written beside this page as CSV and LaTeX (booktabs): '
                  f"{_e(files)}; every figure as PNG and PDF.</p>")

@@ -30,12 +30,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def render(page: Page) -> str:
     """The Markdown text of ``page`` (figures and grids linked by file name)."""
     parts = [f"# {_cell(page.title)}", "", "## Results", ""]
-    for line, table, metrics in page.tables:
-        parts += [f"**Protocol** {_cell(line)}", "", _table(*table), ""]
-        if metrics is not None:
-            parts += ["### Suite metrics", "", _table(*metrics), ""]
-    if page.stats is not None:
-        parts += ["", "## IFIA statistics", "", _table(*page.stats), ""]
+    for block in page.tables:
+        parts += [f"**Protocol** {_cell(block.line)}", "", _table(*block.results), ""]
+        if block.metrics is not None:
+            parts += ["### Suite metrics", "", _table(*block.metrics), ""]
+        if block.ifia is not None:
+            parts += ["### IFIA statistics", "", _table(*block.ifia), ""]
     parts += ["", _cell(METHOD), ""]
     files = (f"[{stem}.csv]({stem}.csv), [{stem}.tex]({stem}.tex)" for stem, _, _ in page.exported_tables())
     parts += ["Tables as CSV and LaTeX (booktabs): " + ", ".join(files), ""]

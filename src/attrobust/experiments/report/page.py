@@ -31,28 +31,38 @@ class Section:
 
 
 @dataclass(frozen=True)
+class ProtocolTables:
+    """The tables of one evaluation protocol: the line stating it, the papers' table, the suite metrics' table and
+    the IFIA statistics (None when no result of the protocol has them)."""
+
+    line: str
+    results: Table
+    metrics: Table | None = None
+    ifia: Table | None = None
+
+
+@dataclass(frozen=True)
 class Page:
-    """The content of a report: the title, per protocol ``(protocol line, papers' table, suite metrics' table or
-    None)``, the IFIA statistics (or None), the figures, the saliency-map grids, the notes on what was left out
-    and the metadata (``{"report": ..., "runs": ..., "published"?: ...}``)."""
+    """The content of a report: the title, the tables of each protocol (:class:`ProtocolTables`), the figures, the
+    saliency-map grids, the notes on what was left out and the metadata (``{"report": ..., "runs": ...,
+    "published"?: ...}``)."""
 
     title: str
-    tables: list[tuple[str, Table, Table | None]]
-    stats: Table | None
+    tables: list[ProtocolTables]
     figures: list[Section]
     grids: list[Section]
     notes: list[str]
     meta: dict[str, Any]
 
     def exported_tables(self) -> list[tuple[str, str, Table]]:
-        """Every table as ``(file stem, caption, table)``: ``report_results`` and ``report_metrics`` (suffixed
-        ``_2``, ``_3`` ... per further protocol; the caption states the protocol) and ``report_ifia_stats``."""
+        """Every table as ``(file stem, caption, table)``: ``report_results``, ``report_metrics`` and
+        ``report_ifia_stats``, suffixed ``_2``, ``_3`` ... per further protocol (the caption states the
+        protocol)."""
         out = []
-        for i, (line, table, metrics) in enumerate(self.tables):
+        for i, block in enumerate(self.tables):
             suffix = f"_{i + 1}" if i else ""
-            out.append((f"report_results{suffix}", f"Results. {line}", table))
-            if metrics is not None:
-                out.append((f"report_metrics{suffix}", f"Suite metrics. {line}", metrics))
-        if self.stats is not None:
-            out.append(("report_ifia_stats", "IFIA statistics", self.stats))
+            for stem, what, table in (("results", "Results", block.results), ("metrics", "Suite metrics",
+                                      block.metrics), ("ifia_stats", "IFIA statistics", block.ifia)):  # fmt: skip
+                if table is not None:
+                    out.append((f"report_{stem}{suffix}", f"{what}. {block.line}", table))
         return out

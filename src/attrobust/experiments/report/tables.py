@@ -1,5 +1,5 @@
 """The report's tables as ``(header, rows)`` of strings: the papers' table (with the published numbers beside
-ours) and the table of the suite metrics, one of each per evaluation protocol, and the IFIA statistics. Cells
+ours), the table of the suite metrics and the IFIA statistics, one of each per evaluation protocol. Cells
 are formatted by :func:`attrobust.experiments.evaluate.table_row`, the one formatter of a result's row; every
 mean has its confidence interval (``<column> 95% CI``, :mod:`.intervals`) from the stored per-example values."""
 
@@ -12,8 +12,7 @@ from .. import protocol as protocol_lib
 from ..results.tables import TABLE_COLUMNS, table_row
 from .inputs import num, per_example_similarities
 from .intervals import LEVEL, interval_of
-
-Table = tuple[list[str], list[list[str]]]
+from .page import ProtocolTables, Table
 
 # Keys of a ``published`` entry: the summary keys of the table's numeric columns, as fractions (0.9912, not 99.12).
 PUBLISHED_KEYS = {"natural_acc": "natural acc", "pgd_acc": "PGD acc", "topk": "top-k", "kendall": "Kendall"}
@@ -169,16 +168,16 @@ def metrics_table(named: Mapping[str, Mapping[str, Any]]) -> Table | None:
 
 def protocol_tables(
     named: Mapping[str, Mapping[str, Any]], published: Mapping[str, Mapping[str, Any]] | None = None
-) -> list[tuple[str, Table, Table | None]]:
-    """The papers' table and the suite metrics' table (None without suite metrics) once per evaluation protocol,
-    with the line stating the protocol (once per protocol, whatever the number of models): results of different
-    protocols never share a table. ``published`` rows go with their model's protocol (rows of models without
-    results go with the first)."""
+) -> list[ProtocolTables]:
+    """The papers' table, the suite metrics' table and the IFIA statistics (the last two None when no result has
+    them) once per evaluation protocol, with the line stating the protocol (once per protocol, whatever the number
+    of models): results of different protocols never share a table. ``published`` rows go with their model's
+    protocol (rows of models without results go with the first)."""
     pub = dict(published or {})
     out = []
     for i, (fp, protocol, names) in enumerate(protocol_lib.group(named)):
         mine = {n: v for n, v in pub.items() if n in names or (i == 0 and n not in named)}
         line = protocol_lib.summary(protocol, fp) if protocol else "protocol unknown (no readable evaluation config)"
         group = {n: named[n] for n in names}
-        out.append((line, results_table(group, mine or None), metrics_table(group)))
+        out.append(ProtocolTables(line, results_table(group, mine or None), metrics_table(group), ifia_table(group)))
     return out
