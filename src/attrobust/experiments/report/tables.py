@@ -18,7 +18,7 @@ from .page import ProtocolTables, Table
 PUBLISHED_KEYS = {"natural_acc": "natural acc", "pgd_acc": "PGD acc", "topk": "top-k", "kendall": "Kendall"}
 _PCT_COLUMNS = ("natural acc", "PGD acc")
 CI = f" {100 * LEVEL:.0f}% CI"  # suffix of an interval's column
-# the per-example column of each mean of the papers' table: (key of per_example, key of the similarities)
+# the per-example column behind each accuracy of the papers' table (top-k and Kendall: the IFIA similarities)
 _COLUMN_OF = {"natural_acc": "natural_correct", "pgd_acc": "pgd_correct"}
 
 
