@@ -178,11 +178,16 @@ def test_report_of_an_evaluation_is_self_contained(
     expected = table_row("tiny", results)
     row = row_of(page.tables[0], "tiny")
     assert page.tables[0][0] == ["model", "natural acc", "PGD acc", "top-k", "Kendall", "no-valid"]
-    assert row == [expected[c] for c in ("model", "natural acc", "PGD acc", "top-k", "Kendall", "no-valid")]
+    assert page.tables[0][1] == ["value", "95% CI"] * 4, "each figure over its value and its interval"
+    values = [row[0], *row[1:9:2], row[9]]
+    assert values == [expected[c] for c in ("model", "natural acc", "PGD acc", "top-k", "Kendall", "no-valid")]
+    assert all(re.fullmatch(r"\[\S+, \S+\]", cell) for cell in row[2:9:2]), row
     stats = row_of(page.tables[1], "tiny")
     s = results["summary"]["ifia"]
     assert stats[1:3] == [str(s["attacked"]), str(s["no_valid"])]
     assert stats[3] == f"{s['topk']['mean']:.4f} ± {s['topk']['std']:.4f}"
+    assert (full_report.parent / "report_ifia_stats.csv").is_file()
+    assert (full_report.parent / "report_tradeoff.pdf").read_bytes()[:5] == b"%PDF-"
     # configuration and provenance in a collapsible block
     details = html_text[html_text.index("<details>") : html_text.index("</details>")]
     meta = json.loads(Page(details[details.index("<pre>") :]).text[0])
@@ -192,7 +197,7 @@ def test_report_of_an_evaluation_is_self_contained(
     assert meta["report"]["torch"] == torch.__version__
     # the Markdown summary: same cells, links to the PNGs written beside it
     md = (full_report.parent / "report.md").read_text(encoding="utf-8")
-    assert "| " + " | ".join(row) + " |" in md
+    assert "| " + " | ".join(row).replace("[", "\\[").replace("]", "\\]") + " |" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(links) == 3
     for link in links:
@@ -209,16 +214,19 @@ def test_published_numbers_give_paper_and_difference_columns(tmp_path: Path) -> 
     published = {"natural": {"natural_acc": 0.98, "pgd_acc": 0.4, "topk": 0.7}, "paper only": {"kendall": 0.25}}
     html_path, md_path = write_report({"natural": ours}, tmp_path, published=published)
     table = Page(html_path.read_text()).tables[0]
-    assert table[0][:2] == ["model", "natural acc"] and table[1][:3] == ["ours", "paper", "difference"]
+    assert table[0][:2] == ["model", "natural acc"] and table[1][:4] == ["ours", "95% CI", "paper", "difference"]
     row = row_of(table, "natural")
-    # natural acc, PGD acc, top-k, Kendall: ours | paper | ours - paper; then no-valid
-    assert row == ["natural", "99.12%", "98.00%", "+1.12 pp", "-", "40.00%", "-", "0.6123", "0.7000", "-0.0877",
-                   "0.5000", "-", "-", "0/2"]  # fmt: skip
-    assert row_of(table, "paper only") == ["paper only", *["-"] * 10, "0.2500", "-", "-"]
+    # natural acc, PGD acc, top-k, Kendall: ours | interval | paper | ours - paper; then no-valid (no per-example
+    # accuracy columns stored here: no interval for the accuracies)
+    assert row == ["natural", "99.12%", "-", "98.00%", "+1.12 pp", "-", "-", "40.00%", "-", "0.6123",
+                   "[0.6000, 0.6247]", "0.7000", "-0.0877", "0.5000", "[0.5000, 0.5000]", "-", "-", "0/2"]  # fmt: skip
+    assert row_of(table, "paper only") == ["paper only", *["-"] * 14, "0.2500", "-", "-"]
     header, rows = results_table({"natural": ours}, published)
-    assert header[1:4] == ["natural acc", "natural acc (paper)", "natural acc (diff)"] and len(header) == 14
+    assert header[1:5] == ["natural acc", "natural acc 95% CI", "natural acc (paper)", "natural acc (diff)"]
+    assert len(header) == 18
     md = md_path.read_text()
-    assert "| " + " | ".join(rows[0]) + " |" in md and "natural acc (paper)" in md
+    assert "| " + " | ".join(rows[0]).replace("[", "\\[").replace("]", "\\]") + " |" in md
+    assert "natural acc (paper)" in md
     with pytest.raises(ValueError, match="unknown metric 'top1'"):
         results_table({"natural": ours}, {"natural": {"top1": 0.5}})
     with pytest.raises(ValueError, match="expected a finite number"):
@@ -253,7 +261,7 @@ def test_missing_and_malformed_sections_are_left_out(tmp_path: Path) -> None:
     html_path, md_path = write_report([bare], tmp_path / "bare")
     page = check_self_contained(html_path.read_text())
     assert page.imgs == [] and "Figures" not in page.text and "IFIA statistics" not in page.text
-    assert row_of(page.tables[0], "model 1") == ["model 1", "80.00%", "-", "-", "-", "-"]
+    assert row_of(page.tables[0], "model 1") == ["model 1", "80.00%", *["-"] * 8]
     notes = " ".join(page.text)
     assert "box plots left out" in notes and "trade-off plot left out" in notes
     assert "no stored examples for model 1: saliency-map grid left out" in notes
@@ -352,7 +360,7 @@ def test_cli_report(evaluated: tuple[Path, Path, dict[str, Any]], tmp_path: Path
     assert f"html: {out / 'report.html'}" in result.output and f"markdown: {out / 'report.md'}" in result.output
     page = check_self_contained((out / "report.html").read_text())
     row = row_of(page.tables[0], "natural")
-    assert row[1:4] == [table_row("n", results)["natural acc"], "50.00%", row[3]] and row[3].endswith(" pp")
+    assert row[1] == table_row("n", results)["natural acc"] and row[3] == "50.00%" and row[4].endswith(" pp")
     assert len(page.imgs) == 3
     old = runner.invoke(app, ["report", str(path), "--out", str(tmp_path / "old"), "--models", "tiny=gone.pt", "-q"])
     assert old.exit_code == 0 and "--models is deprecated and ignored" in old.output, old.output

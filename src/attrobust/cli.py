@@ -30,7 +30,7 @@ from .experiments.evaluate import evaluate
 from .experiments.protocol import eval_defaults, summary
 from .experiments.report import write_report
 from .experiments.results.store import open_store
-from .experiments.results.tables import format_leaderboard, format_runs, format_table, table_row
+from .experiments.results.tables import format_leaderboard, format_runs, format_table, leaderboard_csv, table_row
 from .experiments.suite import SUITE_METRICS
 from .experiments.train import train
 
@@ -256,23 +256,36 @@ def runs_command(
 @friendly
 def leaderboard_command(
     dataset: Annotated[str, typer.Option(help="Dataset whose models are ranked.")],
-    metric: Annotated[str, typer.Option(help="topk, kendall, natural_acc, pgd_acc, test_acc, ...")] = "topk",
+    metric: Annotated[str, typer.Option(
+        help="Metric, or comma-separated metrics shown side by side (the first ranks): topk, kendall, natural_acc, "
+             "pgd_acc, test_acc, ...")] = "topk",
     protocol: Annotated[
         str | None, typer.Option(help="Evaluation protocol (fingerprint or prefix; default: the one with most models).")
     ] = None,
     ascending: Annotated[bool, typer.Option("--ascending", help="Lowest value first.")] = False,
     limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
     db: DbOption = None,
 ) -> None:
     """Rank the models of a dataset by a metric within one evaluation protocol (each model's most recent result
     of it); the other protocols present are listed with how to select them."""
+    names = [m.strip() for m in metric.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--metric: expected one or more comma-separated metric names, got {metric!r}")
+    if csv is not None and csv.is_dir():
+        raise ValueError(f"--csv: expected a file to write, got the directory {csv}")
+    first = names[0]
     with open_store(db, create=False) as store:
-        chosen = store.select_protocol(dataset, metric, protocol)
-        rows = store.leaderboard(dataset, metric, descending=not ascending, limit=limit, protocol=protocol)
-        others = [p for p in store.protocols(dataset, metric) if chosen is None or p["newest"] != chosen["newest"]]
+        extra = list(dict.fromkeys(store.resolve_metric(m) for m in names[1:]))
+        chosen = store.select_protocol(dataset, first, protocol)
+        rows = store.leaderboard(dataset, first, descending=not ascending, limit=limit, protocol=protocol)
+        others = [p for p in store.protocols(dataset, first) if chosen is None or p["newest"] != chosen["newest"]]
+        measured = {r["id"]: r["metrics"] for r in store.runs(dataset=dataset)} if extra else {}
     if chosen is None:
-        typer.echo(f"no completed {metric} results for dataset {dataset!r}")
+        typer.echo(f"no completed {first} results for dataset {dataset!r}")
         return
+    for r in rows:
+        r["values"] = {m: measured.get(r["run_id"], {}).get(m) for m in extra}
 
     def describe(p: dict[str, Any]) -> str:
         if p["protocol"] is not None:
@@ -280,9 +293,13 @@ def leaderboard_command(
         return "no protocol recorded (training runs, or evaluations whose config could not be read)"
 
     typer.echo(f"protocol {chosen['fingerprint'] or 'none'}: {describe(chosen)}")
-    typer.echo(format_leaderboard(rows))
+    typer.echo(format_leaderboard(rows, extra))
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        csv.write_text(leaderboard_csv(rows, extra), encoding="utf-8")
+        typer.echo(f"csv: {csv}")
     if others:
-        typer.echo(f"\nother protocols for {dataset} {metric} (select one with --protocol FINGERPRINT):")
+        typer.echo(f"\nother protocols for {dataset} {first} (select one with --protocol FINGERPRINT):")
         for p in others:
             count = f"{p['models']} model{'s' if p['models'] != 1 else ''}"
             typer.echo(f"  {p['fingerprint'] or 'none'} ({count}): {describe(p)}")
@@ -299,7 +316,8 @@ def _name_value(item: str, what: str) -> tuple[str, str]:
 @friendly
 def report_command(
     results: Annotated[list[str], typer.Argument(help="results.json files of `attrobust evaluate` (or NAME=PATH).")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for report.html, report.md and the PNG figures.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Directory for report.html, report.md, the figures (PNG, PDF) and tables (CSV, LaTeX).")],
     models: Annotated[
         list[str] | None,
         typer.Option("--models", hidden=True, help="Deprecated, ignored: grids come from the stored examples."),
@@ -312,6 +330,9 @@ def report_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the paths written.")] = False,
 ) -> None:
     """Write an HTML report (self-contained) and a Markdown summary of evaluation results."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: expected a directory for the report (existing or to create), got the existing file "
+                         f"{out}")  # fmt: skip
     items: list[Any] = [
         _name_value(r, "RESULTS") if "=" in r and not Path(r).exists() else r for r in results
     ]  # fmt: skip

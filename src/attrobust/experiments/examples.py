@@ -19,8 +19,8 @@ Kendall tau and validity of the evaluation, the dataset index, the label and the
 - :func:`load` reads them back for the report (``allow_pickle=False``, sha256 checked): it loads no model, no
   dataset and runs no attack.
 
-Imports: the attribution registry, :func:`~attrobust.metrics.saliency_map` and the config; nothing of the rest of
-the pipeline. Images follow the package contract: float ``(n, C, H, W)`` in [0, 1].
+Imports: the attribution registry, :func:`~attrobust.metrics.saliency_map`, the datasets' fixed class names and
+the config; nothing of the rest of the pipeline. Images follow the package contract: float ``(n, C, H, W)`` in [0, 1].
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import data as data_lib
 from ..attributions import explainer, get_attribution
 from ..metrics import saliency_map
 from .config import EvalConfig
@@ -193,7 +194,8 @@ def _located(results: Mapping[str, Any], ref: Mapping[str, Any]) -> Path:
 
 def load(results: Mapping[str, Any]) -> SaliencyExamples | None:
     """The examples stored with ``results`` (a results dict; its ``path``, when known, locates the file), or
-    None when the results reference none. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for
+    None when the results reference none; a file without class names gets those of the results' dataset when
+    they are fixed (:func:`known_classes`). Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for
     a file that is not the recorded one (sha256) or not an examples file."""
     ref = results.get("examples")
     if not isinstance(ref, Mapping):
@@ -208,7 +210,31 @@ def load(results: Mapping[str, Any]) -> SaliencyExamples | None:
             arrays = {key: f[key] for key in f.files}
     except (OSError, ValueError, EOFError) as err:
         raise ValueError(f"{path}: expected a numpy .npz examples file ({err})") from None
-    return _examples(arrays, path)
+    return _looked_up(_examples(arrays, path), results)
+
+
+# class names of the datasets whose names are fixed (the others read theirs from the data directory)
+KNOWN_CLASSES: dict[str, tuple[str, ...]] = {
+    "mnist": data_lib.MNIST_CLASSES, "fashion_mnist": data_lib.FASHION_MNIST_CLASSES,
+    "cifar10": data_lib.CIFAR10_CLASSES, "svhn": data_lib.SVHN_CLASSES, "gtsrb": data_lib.GTSRB_CLASSES,
+    "flower17": data_lib.FLOWER17_CLASSES, "imagenette": data_lib.IMAGENETTE_CLASSES,
+}  # fmt: skip
+
+
+def known_classes(results: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The class names of the dataset ``results["dataset"]["name"]`` when that dataset's names are fixed, else
+    None."""
+    dataset = results.get("dataset")
+    name = dataset.get("name") if isinstance(dataset, Mapping) else None
+    return KNOWN_CLASSES.get(name.replace("-", "_").lower()) if isinstance(name, str) else None
+
+
+def _looked_up(ex: SaliencyExamples, results: Mapping[str, Any]) -> SaliencyExamples:
+    """``ex`` with the class names of its labels looked up (:func:`known_classes`) when the file stores none."""
+    names = known_classes(results)
+    if ex.classes is not None or names is None or not all(0 <= int(label) < len(names) for label in ex.labels):
+        return ex
+    return replace(ex, classes=np.array([names[int(label)] for label in ex.labels], dtype=str))
 
 
 def _examples(arrays: dict[str, np.ndarray], path: Path) -> SaliencyExamples:

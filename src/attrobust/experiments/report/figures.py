@@ -1,7 +1,8 @@
 """The report's figures, drawn from plain arrays: box plots, the accuracy vs. attributional-robustness
 trade-off, curve families and saliency-map grids (from stored examples), each a :class:`matplotlib.figure.Figure`
-rendered by the Agg canvas (:func:`png_bytes`). Figures never enter pyplot's figure registry, so nothing stays
-open after saving. Text is shown literally (no mathtext)."""
+rendered by the Agg canvas (:func:`png_bytes`) and as PDF (:func:`pdf_bytes`). Figures never enter pyplot's
+figure registry, so nothing stays open after saving. Text is shown literally (no mathtext); legends sit outside
+the panels."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..examples import SaliencyExamples
 from .inputs import num
@@ -66,6 +68,15 @@ def box_plots(
     return fig
 
 
+def _outside_legend(fig: Figure, handles: Sequence[Line2D]) -> None:
+    """One legend for the whole figure, outside the panels on the right (it never covers a point or a line)."""
+    fig.legend(handles=list(handles), loc="outside right upper", fontsize=8, frameon=False)
+
+
+def _key(label: str, colour: Any, marker: str = "s", **line: Any) -> Line2D:
+    return Line2D([], [], color=colour, marker=marker, label=_label(label), **({"linestyle": ""} | line))
+
+
 def tradeoff_plot(
     names: Sequence[str],
     natural_acc: Sequence[float | None],
@@ -73,25 +84,29 @@ def tradeoff_plot(
     robustness: Mapping[str, Sequence[float | None]],
 ) -> Figure:
     """Accuracy vs. attributional robustness: one panel per entry of ``robustness`` (metric name -> value per
-    model); circles are natural accuracy, triangles PGD accuracy; None values are not drawn."""
-    fig = Figure(figsize=(4.6 * len(robustness), 3.8))
+    model); circles are natural accuracy, triangles PGD accuracy; None values are not drawn. The legend (one
+    colour per model, one marker per accuracy) sits outside the panels."""
+    fig = Figure(figsize=(4.6 * len(robustness) + 2.4, 3.8), layout="constrained")
     axes = fig.subplots(1, len(robustness), squeeze=False)[0]
+    drawn: dict[int, str] = {}
     for ax, (metric, xs) in zip(axes, robustness.items(), strict=True):
         for i, name in enumerate(names):
             x = num(xs[i])
             if x is None:
                 continue
-            for acc, marker, kind in ((natural_acc[i], "o", "natural"), (pgd_acc[i], "^", "PGD")):
+            for acc, marker in ((natural_acc[i], "o"), (pgd_acc[i], "^")):
                 if num(acc) is not None:
-                    ax.scatter([x], [acc], color=_colour(i), marker=marker, s=60, label=_label(f"{name} ({kind})"))
+                    ax.scatter([x], [acc], color=_colour(i), marker=marker, s=60)
+                    drawn[i] = name
         values = [v for v in map(num, xs) if v is not None]
         ax.set_xlim(min(0.0, *values) - 0.02, 1.02)
         ax.set_xlabel(_label(metric))
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.05)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    keys = [_key(name, _colour(i)) for i, name in sorted(drawn.items())]
+    keys += [_key("natural accuracy", "0.4", "o"), _key("PGD accuracy", "0.4", "^")]
+    _outside_legend(fig, keys)
     return fig
 
 
@@ -105,21 +120,22 @@ def curve_plots(
 ) -> Figure:
     """Line plots: one panel per entry of ``panels`` (panel title -> model -> ``(x (L,), y (L,))``); the y label
     is ``ylabel`` or the panel title; a model's colour is its position in ``colour_order`` (default: order of
-    appearance), the same in every panel."""
-    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    appearance), the same in every panel; one legend outside the panels."""
+    fig = Figure(figsize=(4.2 * len(panels) + 2.0, 3.6), layout="constrained")
     colour = _colours(colour_order)
+    keys: dict[str, Line2D] = {}
     for ax, (panel, curves) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items(), strict=True):
         for name, (x, y) in curves.items():
             ax.plot(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), marker="o", ms=3,
-                    color=colour(name), label=_label(name))  # fmt: skip
+                    color=colour(name))  # fmt: skip
+            keys.setdefault(name, _key(name, colour(name), "o", ms=3, linestyle="-"))
         ax.set_title(_label(panel))
         ax.set_xlabel(_label(xlabel))
         ax.set_ylabel(_label(ylabel or panel))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _outside_legend(fig, list(keys.values()))
     if title:
         fig.suptitle(_label(title))
-    fig.tight_layout()
     return fig
 
 
@@ -131,17 +147,18 @@ def _show_image(ax: Any, img: np.ndarray) -> None:
 
 
 def _row_label(examples: SaliencyExamples, r: int) -> str:
-    """``#<dataset index> (label <label>)``, with the class name when it is stored and says more than the label."""
+    """``#<dataset index>: <class name>`` (``(label <label>)`` added when the name is not the label itself), or
+    ``#<dataset index>: label <label>`` when no class name is known."""
     label = int(examples.labels[r])
     name = None if examples.classes is None else str(examples.classes[r])
-    what = f"label {label}" if not name or name == str(label) else f"label {label}: {name}"
-    return f"#{int(examples.indices[r])} ({what})"
+    what = f"label {label}" if not name else name if name == str(label) else f"{name} (label {label})"
+    return f"#{int(examples.indices[r])}: {what}"
 
 
 def saliency_grid(examples: SaliencyExamples, *, title: str | None = None) -> Figure:
     """Rows of clean image | attribution map | IFIA-perturbed image | perturbed map, with the top-k intersection and
     Kendall tau between the two maps under each row (maps are shown each scaled to its own maximum); each row is
-    labelled with the dataset index, the label and its class name when stored."""
+    labelled with the dataset index and the class name (the label when no name is known)."""
     n = len(examples.indices)
     fig = Figure(figsize=(7.2, 1.95 * n + 0.6))
     axes = fig.subplots(n, 4, squeeze=False)
@@ -174,4 +191,12 @@ def png_bytes(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)  # attaches the Agg canvas whatever pyplot's backend is
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI)
+    return buf.getvalue()
+
+
+def pdf_bytes(fig: Figure) -> bytes:
+    """The figure as PDF bytes (vector; no creation date, so equal figures give equal files)."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="pdf", dpi=_DPI, metadata={"CreationDate": None})
     return buf.getvalue()

@@ -110,3 +110,80 @@ def per_example_similarities(results: Mapping[str, Any]) -> dict[str, np.ndarray
         mask = np.array([bool(v) for v in valid])
         out = {key: np.where(mask, v, 1.0) for key, v in out.items()}  # type: ignore[arg-type]
     return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# results of the wrong shape: the bad part is left out with a note
+
+_NUMBERS = ("natural_acc", "pgd_acc", "topk", "kendall")
+
+
+def _what(value: Any) -> str:
+    return f"a {type(value).__name__} ({str(value)[:40]!r})" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _mapping(value: Any, where: str, expected: str, notes: list[str]) -> dict[str, Any] | None:
+    """``value`` as a dict; None (with a note unless it is None) when it is not a mapping."""
+    if value is not None and not isinstance(value, Mapping):
+        notes.append(f"{where}: expected {expected}, got {_what(value)}; left out")
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def _clean_ifia(stats: Any, where: str, notes: list[str]) -> dict[str, Any] | None:
+    """``summary.ifia`` as a mapping whose ``topk``/``kendall`` are mappings (or absent); else None."""
+    out = _mapping(stats, f"{where}.ifia", "a mapping of IFIA statistics", notes)
+    if out is None:
+        return None
+    for key in ("topk", "kendall"):
+        if out.get(key) is not None and not isinstance(out[key], Mapping):
+            notes.append(f"{where}.ifia.{key}: expected a mapping of statistics, got {_what(out[key])}; left out")
+            out[key] = None
+    for key in ("attacked", "no_valid"):
+        if out.get(key) is not None and not _is_count(out[key]):
+            notes.append(f"{where}.ifia.{key}: expected a count, got {_what(out[key])}; left out")
+            out[key] = None
+    return out
+
+
+def _clean_metrics(metrics: Any, where: str, notes: list[str]) -> dict[str, Any] | None:
+    """``summary.metrics``: per-example metrics as mappings of statistics, ``gamma_*`` summaries as numbers."""
+    metrics = _mapping(metrics, f"{where}.metrics", "a mapping metric -> statistics", notes)
+    if metrics is None:
+        return None
+    out = {}
+    for key, value in metrics.items():
+        scalar = str(key).startswith("gamma_")
+        if (scalar and num(value) is None and value is not None) or (not scalar and not isinstance(value, Mapping)):
+            expected = "a number" if scalar else "a mapping of statistics (count, mean, std, median, q25, q75)"
+            notes.append(f"{where}.metrics.{key}: expected {expected}, got {_what(value)}; left out")
+            continue
+        out[str(key)] = value
+    return out
+
+
+def clean_results(named: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Copies of ``named`` (of :func:`load_results`) without the parts of the wrong shape, and a note per part
+    left out: a table figure (``natural_acc``, ``pgd_acc``, ``topk``, ``kendall``) that is not a number or null,
+    a ``no_valid`` that is not a count, ``ifia`` / ``metrics`` / ``per_example`` that are not mappings, a metric's
+    statistics that are not a mapping. The inputs are not changed."""
+    out: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    for name, res in named.items():
+        where = f"{name}: summary"
+        summary = dict(res["summary"])
+        for key in _NUMBERS:
+            if summary.get(key) is not None and num(summary[key]) is None:
+                notes.append(f"{where}.{key}: expected a finite number or null, got {_what(summary[key])}; left out")
+                summary[key] = None
+        if summary.get("no_valid") is not None and not _is_count(summary["no_valid"]):
+            notes.append(f"{where}.no_valid: expected a count, got {_what(summary['no_valid'])}; left out")
+            summary["no_valid"] = None
+        summary["ifia"] = _clean_ifia(summary.get("ifia"), where, notes)
+        summary["metrics"] = _clean_metrics(summary.get("metrics"), where, notes)
+        per_example = _mapping(res.get("per_example"), f"{name}: per_example", "a mapping of columns", notes)
+        out[name] = {**res, "summary": summary, "per_example": per_example}
+    return out, notes

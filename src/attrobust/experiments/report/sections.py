@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .. import examples as examples_lib
-from .figures import box_plots, curve_plots, png_bytes, saliency_grid, tradeoff_plot
+from .figures import box_plots, curve_plots, pdf_bytes, png_bytes, saliency_grid, tradeoff_plot
 from .inputs import floats, num, per_example_similarities
 from .page import Section
 
@@ -54,7 +54,7 @@ class _Collected:
     notes: list[str] = field(default_factory=list)
 
     def add(self, title: str, slug: str, fig: Figure, caption: str = "") -> None:
-        self.sections.append(Section(title, slug, png_bytes(fig), caption))
+        self.sections.append(Section(title, slug, png_bytes(fig), caption, pdf_bytes(fig)))
 
 
 def _curve_panels(

@@ -1,6 +1,7 @@
 """The report's tables as ``(header, rows)`` of strings: the papers' table (with the published numbers beside
-ours), one per evaluation protocol, and the IFIA statistics. Cells are formatted by
-:func:`attrobust.experiments.evaluate.table_row`, the one formatter of a result's row."""
+ours), the table of the suite metrics and the IFIA statistics, one of each per evaluation protocol. Cells
+are formatted by :func:`attrobust.experiments.evaluate.table_row`, the one formatter of a result's row; every
+mean has its confidence interval (``<column> 95% CI``, :mod:`.intervals`) from the stored per-example values."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from typing import Any
 
 from .. import protocol as protocol_lib
 from ..results.tables import TABLE_COLUMNS, table_row
-from .inputs import num
-
-Table = tuple[list[str], list[list[str]]]
+from .inputs import num, per_example_similarities
+from .intervals import LEVEL, interval_of
+from .page import ProtocolTables, Table
 
 # Keys of a ``published`` entry: the summary keys of the table's numeric columns, as fractions (0.9912, not 99.12).
 PUBLISHED_KEYS = {"natural_acc": "natural acc", "pgd_acc": "PGD acc", "topk": "top-k", "kendall": "Kendall"}
 _PCT_COLUMNS = ("natural acc", "PGD acc")
+CI = f" {100 * LEVEL:.0f}% CI"  # suffix of an interval's column
+# the per-example column behind each accuracy of the papers' table (top-k and Kendall: the IFIA similarities)
+_COLUMN_OF = {"natural_acc": "natural_correct", "pgd_acc": "pgd_correct"}
 
 
 def _diff(column: str, ours: float | None, paper: float | None) -> str:
@@ -48,35 +52,50 @@ def check_published(published: Mapping[str, Mapping[str, Any]] | None) -> dict[s
     return out
 
 
+def _per_example(res: Mapping[str, Any], key: str) -> Any:
+    """The stored per-example values behind the summary figure ``key`` (None when not stored)."""
+    pe = res.get("per_example")
+    if not isinstance(pe, Mapping):
+        return None
+    if key in _COLUMN_OF:
+        return pe.get(_COLUMN_OF[key])
+    sims = per_example_similarities(res)
+    return None if sims is None else list(sims[key])
+
+
+def _interval(res: Mapping[str, Any], key: str, column: str) -> str:
+    return interval_of(_per_example(res, key), res["summary"].get(key), percent=column in _PCT_COLUMNS)
+
+
 def results_table(
     named: Mapping[str, Mapping[str, Any]], published: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Table:
     """The papers' table as ``(header, rows)`` of strings (cells formatted as :func:`evaluate.table_row`).
 
-    Without ``published``: ``model | natural acc | PGD acc | top-k | Kendall | no-valid``. With it (a mapping
-    model -> ``{natural_acc, pgd_acc, topk, kendall}`` as fractions, like the results' summary), each numeric
-    column becomes three: ``X``, ``X (paper)``, ``X (diff)`` = ours - paper (accuracies in percentage points).
-    Models only in ``published`` get a row of their own with ``-`` for ours.
+    Without ``published``: ``model | natural acc | natural acc 95% CI | PGD acc | ... | Kendall 95% CI |
+    no-valid``, each interval from the stored per-example values (:func:`.intervals.interval_of`). With it (a
+    mapping model -> ``{natural_acc, pgd_acc, topk, kendall}`` as fractions, like the results' summary), each
+    numeric column is followed by its interval, ``X (paper)`` and ``X (diff)`` = ours - paper (accuracies in
+    percentage points). Models only in ``published`` get a row of their own with ``-`` for ours.
     """
     pub = check_published(published)
     numeric = [c for c in TABLE_COLUMNS if c not in ("model", "no-valid")]
-    if not pub:
-        return list(TABLE_COLUMNS), [[table_row(n, r)[c] for c in TABLE_COLUMNS] for n, r in named.items()]
     header = ["model"]
     for c in numeric:
-        header += [c, f"{c} (paper)", f"{c} (diff)"]
+        header += [c, c + CI, *((f"{c} (paper)", f"{c} (diff)") if pub else ())]
     header.append("no-valid")
     key_of = {col: key for key, col in PUBLISHED_KEYS.items()}
     rows = []
     for name in [*named, *(n for n in pub if n not in named)]:
-        summary = named[name]["summary"] if name in named else {}
-        ours = table_row(name, {"summary": summary})
+        res = named.get(name, {"summary": {}})
+        ours = table_row(name, res)
         paper_values = pub.get(name, {})
         paper = table_row(name, {"summary": paper_values})
         row = [name]
         for c in numeric:
-            mine = num(summary.get(key_of[c]))
-            row += [ours[c], paper[c], _diff(c, mine, paper_values.get(key_of[c]))]
+            row += [ours[c], _interval(res, key_of[c], c)]
+            if pub:
+                row += [paper[c], _diff(c, num(res["summary"].get(key_of[c])), paper_values.get(key_of[c]))]
         row.append(ours["no-valid"])
         rows.append(row)
     return header, rows
@@ -88,12 +107,23 @@ def _stat(s: Mapping[str, Any] | None, key: str) -> str:
     return f"{s[key]:.4f}"
 
 
+def _valid_only(res: Mapping[str, Any], key: str) -> list[float] | None:
+    """The per-example IFIA values of ``key`` over the valid samples only (None when not stored)."""
+    pe = res.get("per_example")
+    cols = pe.get("ifia") if isinstance(pe, Mapping) else None
+    sims = per_example_similarities(res)
+    if sims is None or not isinstance(cols, Mapping) or not isinstance(cols.get("valid"), list):
+        return None
+    return [float(v) for v, ok in zip(sims[key], cols["valid"], strict=True) if ok]
+
+
 def ifia_table(named: Mapping[str, Mapping[str, Any]]) -> Table | None:
-    """IFIA statistics per model (mean ± std, median [q25, q75], mean over valid samples only) or None when no
-    result has them."""
+    """IFIA statistics per model (mean ± std and its interval, median [q25, q75], mean over valid samples only
+    and its interval) or None when no result has them."""
     header = ["model", "attacked", "no-valid"]
     for metric in ("top-k", "Kendall"):
-        header += [f"{metric} mean ± std", f"{metric} median [q25, q75]", f"{metric} valid-only mean"]
+        header += [f"{metric} mean ± std", f"{metric} mean{CI}", f"{metric} median [q25, q75]",
+                   f"{metric} valid-only mean", f"{metric} valid-only mean{CI}"]  # fmt: skip
     rows = []
     for name, res in named.items():
         stats = res["summary"].get("ifia")
@@ -104,23 +134,50 @@ def ifia_table(named: Mapping[str, Mapping[str, Any]]) -> Table | None:
             s = stats.get(key) if isinstance(stats.get(key), dict) else None
             row += [
                 f"{_stat(s, 'mean')} ± {_stat(s, 'std')}",
+                interval_of(_per_example(res, key), (s or {}).get("mean")),
                 f"{_stat(s, 'median')} [{_stat(s, 'q25')}, {_stat(s, 'q75')}]",
                 _stat(s, "valid_mean"),
+                interval_of(_valid_only(res, key), (s or {}).get("valid_mean")),
             ]
         rows.append(row)
     return (header, rows) if rows else None
 
 
+METRIC_COLUMNS = ["model", "metric", "n", "mean", "mean" + CI, "std", "median", "q25", "q75"]
+
+
+def metrics_table(named: Mapping[str, Mapping[str, Any]]) -> Table | None:
+    """Every suite metric of every model (``summary.metrics``: count, mean and its interval, std, median,
+    quartiles over the finite per-example values; a ``gamma_*`` summary as its one value in ``mean``), in the
+    order the results store them; None when no result has suite metrics."""
+    rows = []
+    for name, res in named.items():
+        metrics = res["summary"].get("metrics")
+        pe = res.get("per_example")
+        columns = pe.get("metrics") if isinstance(pe, Mapping) else None
+        for key, s in (metrics or {}).items():
+            if not isinstance(s, Mapping):
+                rows.append([name, key, "-", _stat({"v": s}, "v"), *["-"] * 5])
+                continue
+            values = columns.get(key) if isinstance(columns, Mapping) else None
+            count = s.get("count")
+            rows.append([name, key, str(count) if isinstance(count, int) else "-", _stat(s, "mean"),
+                         interval_of(values, s.get("mean")), *(_stat(s, k) for k in ("std", "median", "q25", "q75"))])
+    return (list(METRIC_COLUMNS), rows) if rows else None
+
+
 def protocol_tables(
     named: Mapping[str, Mapping[str, Any]], published: Mapping[str, Mapping[str, Any]] | None = None
-) -> list[tuple[str, Table]]:
-    """The papers' table once per evaluation protocol, each with the line stating its protocol: results of
-    different protocols never share a table. ``published`` rows go with their model's protocol (rows of models
-    without results go with the first)."""
+) -> list[ProtocolTables]:
+    """The papers' table, the suite metrics' table and the IFIA statistics (the last two None when no result has
+    them) once per evaluation protocol, with the line stating the protocol (once per protocol, whatever the number
+    of models): results of different protocols never share a table. ``published`` rows go with their model's
+    protocol (rows of models without results go with the first)."""
     pub = dict(published or {})
     out = []
     for i, (fp, protocol, names) in enumerate(protocol_lib.group(named)):
         mine = {n: v for n, v in pub.items() if n in names or (i == 0 and n not in named)}
         line = protocol_lib.summary(protocol, fp) if protocol else "protocol unknown (no readable evaluation config)"
-        out.append((line, results_table({n: named[n] for n in names}, mine or None)))
+        group = {n: named[n] for n in names}
+        out.append(ProtocolTables(line, results_table(group, mine or None), metrics_table(group), ifia_table(group)))
     return out

@@ -6,7 +6,7 @@ never imports the trainer or the evaluation.
 """
 
 from .store import DB_ENV, DB_FILENAME, Store, flatten_examples, flatten_metrics, open_store, resolve_db_path
-from .tables import format_leaderboard, format_runs, format_table, table_row, text_table
+from .tables import format_leaderboard, format_runs, format_table, leaderboard_csv, table_row, text_table
 
 __all__ = [
     "DB_ENV",
@@ -17,6 +17,7 @@ __all__ = [
     "format_leaderboard",
     "format_runs",
     "format_table",
+    "leaderboard_csv",
     "open_store",
     "resolve_db_path",
     "table_row",

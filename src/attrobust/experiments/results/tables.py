@@ -1,13 +1,17 @@
 """The ONE place that formats a plain-text results table (the command line's and the quickstart's).
 
 :func:`text_table` aligns columns; :func:`table_row` / :func:`format_table` give the papers' table of
-evaluation results, :func:`format_runs` / :func:`format_leaderboard` the tables of the results database.
+evaluation results, :func:`format_runs` / :func:`format_leaderboard` the tables of the results database
+(:func:`leaderboard_csv`: the leaderboard as CSV).
 
 Imports nothing of the package: it formats dicts that other modules produce.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,12 +32,16 @@ def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, trim: b
     return "\n".join([line(columns), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if _finite(value) else "-"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if _finite(value) else "-"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -46,10 +54,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def table_row(name: str, results: Mapping[str, Any]) -> dict[str, str]:
     """The papers' table columns for one result dict of :func:`~attrobust.experiments.evaluate.evaluate`
-    (``-`` for what was not run)."""
+    (``-`` for what was not run and for a value that is not a finite number)."""
     s = results["summary"]
-    ifia = s.get("ifia") or {}
-    no_valid = "-" if s.get("no_valid") is None else f"{s['no_valid']}/{ifia.get('attacked', 0)}"
+    ifia = s.get("ifia") if isinstance(s.get("ifia"), Mapping) else {}
+    no_valid = "-" if s.get("no_valid") is None else f"{s['no_valid']}/{ifia.get('attacked', '-')}"
     row = {
         "model": name,
         "natural acc": _pct(s.get("natural_acc")),
@@ -58,7 +66,8 @@ def table_row(name: str, results: Mapping[str, Any]) -> dict[str, str]:
         "Kendall": _num(s.get("kendall")),
         "no-valid": no_valid,
     }
-    gini = ((s.get("metrics") or {}).get("gini") or {}).get("mean")
+    metrics = s.get("metrics") if isinstance(s.get("metrics"), Mapping) else {}
+    gini = metrics["gini"].get("mean") if isinstance(metrics.get("gini"), Mapping) else None
     if gini is not None:
         row["Gini"] = _num(gini)
     return row
@@ -89,14 +98,40 @@ def format_runs(rows: Sequence[Mapping[str, Any]]) -> str:
     return text_table(columns, body)
 
 
-def format_leaderboard(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table of :meth:`~attrobust.experiments.results.store.Store.leaderboard` rows printed by
-    ``attrobust leaderboard``."""
+def leaderboard_table(
+    rows: Sequence[Mapping[str, Any]], extra: Sequence[str] = (), *, digits: int | None = 4
+) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard as ``(columns, rows)`` of strings: rank, the ranking metric, the ``extra`` metrics (each row's
+    ``values[name]``, ``-`` when the run did not measure it), then the run's identity. ``digits=None`` writes
+    numbers in full precision and a missing value as an empty cell (for CSV)."""
     metric = rows[0]["metric"] if rows else "value"
-    columns = ("rank", metric, "name", "model", "objective", "seed", "kind", "n", "created (UTC)", "run")
+    columns = ["rank", metric, *extra, "name", "model", "objective", "seed", "kind", "n", "created (UTC)", "run"]
+
+    def cell(value: Any) -> str:
+        if digits is not None:
+            return _fmt(value, digits)
+        return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
     body = [
-        [str(r["rank"]), _fmt(r["value"]), _fmt(r["name"]), _fmt(r["model"]), _fmt(r["objective"]),
-         _fmt(r["train_seed"]), r["kind"], _fmt(r["n"]), _when(r["created_at"]), str(r["run_id"])]
+        [str(r["rank"]), cell(r["value"]), *(cell((r.get("values") or {}).get(m)) for m in extra), cell(r["name"]),
+         cell(r["model"]), cell(r["objective"]), cell(r["train_seed"]), r["kind"], cell(r["n"]),
+         _when(r["created_at"]), str(r["run_id"])]
         for r in rows
     ]  # fmt: skip
-    return text_table(columns, body)
+    return columns, body
+
+
+def format_leaderboard(rows: Sequence[Mapping[str, Any]], extra: Sequence[str] = ()) -> str:
+    """The table of :meth:`~attrobust.experiments.results.store.Store.leaderboard` rows printed by
+    ``attrobust leaderboard``, with a column per metric of ``extra`` (each row's ``values[name]``)."""
+    return text_table(*leaderboard_table(rows, extra))
+
+
+def leaderboard_csv(rows: Sequence[Mapping[str, Any]], extra: Sequence[str] = ()) -> str:
+    """The leaderboard of :func:`format_leaderboard` as CSV text (numbers in full precision, missing ones empty)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    columns, body = leaderboard_table(rows, extra, digits=None)
+    writer.writerow(columns)
+    writer.writerows(body)
+    return buf.getvalue()
