@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._checks import check_int
+from ..._files import atomic_write, atomic_write_text
 from ..examples import SaliencyExamples
 from . import html as html_lib
 from . import markdown as markdown_lib
@@ -131,10 +132,10 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for sec in [*figures, *grids]:
-        (out / sec.filename).write_bytes(sec.png)
+        atomic_write(out / sec.filename, lambda f, png=sec.png: f.write(png))
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(html_lib.render(page), encoding="utf-8")
-    md_path.write_text(markdown_lib.render(page), encoding="utf-8")
+    atomic_write_text(html_path, html_lib.render(page))
+    atomic_write_text(md_path, markdown_lib.render(page))
     if echo:
         for note in page.notes:
             echo(f"left out: {note}")
