@@ -163,3 +163,10 @@ def test_error_line_escapes_control_characters(root: Path) -> None:
     result = runner.invoke(app, ["train", str(root / "tiny.yaml"), "-q", "--set", "name=a\x1bb\nc/d"])
     assert result.exit_code == 2 and "\x1b" not in result.output
     assert len([line for line in result.output.splitlines() if line]) == 1, json.dumps(result.output)
+
+
+def test_error_line_carries_the_notes_and_system_errors_name_the_file() -> None:
+    err = ValueError("out of memory")
+    err.add_note("kept in r.partial: continue with --resume")
+    assert cli_lib.error_message(err) == "out of memory; kept in r.partial: continue with --resume"
+    assert cli_lib.error_message(OSError(36, "File name too long", "x" * 3)) == "File name too long: xxx"

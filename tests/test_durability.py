@@ -227,8 +227,9 @@ def test_failed_evaluation_resumes_and_other_protocols_or_checkpoints_are_refuse
         return real(*args, **kwargs)
 
     monkeypatch.setattr(evaluate_lib, "_evaluate_batch", fail_at_4)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as failed:
         evaluate(checkpoint, from_dict(EvalConfig, EVAL), out=out, progress=False, db=False)
+    assert "continue with --resume" in failed.value.__notes__[0]
     monkeypatch.setattr(evaluate_lib, "_evaluate_batch", real)
     assert len(list(partials_lib.partial_dir(out).glob("batch-*.pt"))) == 4
     other = merge(from_dict(EvalConfig, EVAL), {"ifia": {"steps": 3}})

@@ -119,13 +119,14 @@ def eval_config(dataset: str | None, config: Path | None, sets: list[str], flags
 
 
 def error_message(err: BaseException) -> str:
-    """The one line printed for an anticipated error: its message, control characters escaped; an ``OSError``
-    from the system (no message of ours) as ``<what went wrong>: <file>``."""
+    """The one line printed for an anticipated error: its message and notes (e.g. where an evaluation's
+    finished batches are kept), control characters escaped; an ``OSError`` from the system (no message of ours)
+    as ``<what went wrong>: <file>``."""
     if isinstance(err, OSError) and err.strerror and len(err.args) <= 2:
         text = f"{err.strerror}: {err.filename}" if err.filename is not None else err.strerror
     else:
         text = str(err)
-    return escape_controls(text)
+    return escape_controls("; ".join([text, *getattr(err, "__notes__", [])]))
 
 
 def friendly(fn: F) -> F:

@@ -237,9 +237,11 @@ def evaluate(
         if out is not None:
             results["examples"] = examples_lib.save(stored, out, config, plan.ds.classes)
         results = publish_evaluation(results, out, db, source.checkpoint)
-    except BaseException:
+    except BaseException as err:
         if partial is not None:
             partial.close()
+            if partial.found():
+                err.add_note(f"the finished batches are kept in {partial.dir}: continue with --resume (resume=True)")
         raise
     if partial is not None:
         partial.finish()
