@@ -30,11 +30,18 @@ from .experiments.evaluate import evaluate
 from .experiments.protocol import eval_defaults, summary
 from .experiments.report import write_report
 from .experiments.results.store import open_store
-from .experiments.results.tables import format_leaderboard, format_runs, format_table, leaderboard_csv, table_row
+from .experiments.results.tables import (
+    escape_controls,
+    format_leaderboard,
+    format_runs,
+    format_table,
+    leaderboard_csv,
+    table_row,
+)
 from .experiments.suite import SUITE_METRICS
 from .experiments.train import train
 
-__all__ = ["FLAG_KEYS", "app", "eval_config", "flag_overrides", "friendly", "main", "registries"]
+__all__ = ["FLAG_KEYS", "app", "error_message", "eval_config", "flag_overrides", "friendly", "main", "registries"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,15 +125,28 @@ def eval_config(dataset: str | None, config: Path | None, sets: list[str], flags
     return merge(apply_overrides(cfg, sets), flags)
 
 
+def error_message(err: BaseException) -> str:
+    """The one line printed for an anticipated error: its message and notes (e.g. where an evaluation's
+    finished batches are kept), control characters escaped; an ``OSError`` from the system (no message of ours)
+    as ``<what went wrong>: <file>``."""
+    if isinstance(err, OSError) and err.strerror and len(err.args) <= 2:
+        text = f"{err.strerror}: {err.filename}" if err.filename is not None else err.strerror
+    else:
+        text = str(err)
+    return escape_controls("; ".join([text, *getattr(err, "__notes__", [])]))
+
+
 def friendly(fn: F) -> F:
-    """Turn ``ValueError``/``FileNotFoundError`` into ``error: <message>`` on stderr and exit code 2."""
+    """Turn the anticipated errors (``ValueError``: bad input; ``OSError``: a missing, unreadable or unwritable
+    file, a name too long, a full disk) into ``error: <message>`` on stderr and exit code 2. Any other exception
+    is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as err:
-            typer.echo(f"error: {err}", err=True)
+        except (ValueError, OSError) as err:
+            typer.echo(f"error: {error_message(err)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -210,12 +230,16 @@ def evaluate_command(
     quiet: QuietOption = False,
     db: DbOption = None,
     no_db: NoDbOption = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a killed or failed evaluation from its partial results.")
+    ] = False,
 ) -> None:
     """Evaluate a checkpoint: natural acc, PGD acc, IFIA top-k intersection and Kendall (the papers' columns).
 
     Settings resolve in this order: the paper's defaults for the checkpoint's dataset (configs/defaults/), --config,
     --set, flags. A dataset without a preset has no default budget: give --eps, --step-size and --k. The protocol
     is printed first; results of another protocol are never overwritten (the new ones go to results-<fingerprint>.json).
+    Finished batches are kept in <results stem>.partial/ until the results are written; --resume continues from them.
     """
     if attack not in ATTACK_CHOICES:
         raise ValueError(f"--attack: expected one of {', '.join(ATTACK_CHOICES)}, got {attack!r}")
@@ -229,7 +253,7 @@ def evaluate_command(
     dataset = ((info.get("config") or {}).get("data") or {}).get("name")
     cfg = eval_config(dataset, config, sets or [], flags)
     say = (lambda _: None) if quiet else typer.echo
-    results = evaluate(checkpoint, cfg, progress=not quiet, out=out, db=_db_arg(db, no_db), echo=say)
+    results = evaluate(checkpoint, cfg, progress=not quiet, out=out, db=_db_arg(db, no_db), echo=say, resume=resume)
     main = distributed.context(cfg.device).main
     distributed.shutdown()
     if not main:

@@ -10,6 +10,7 @@ sits on top of all of them):
 - ``results/``: ``schema`` (tables, migrations), ``store`` (the SQLite results database), ``tables`` (the one
   plain-text results table formatter); never imports training or evaluation;
 - ``checkpointing``: the run directory's files, ``TrainState`` (save/load of ``state.pt``) and ``TrainResult``;
+- ``partials``: an evaluation's per-batch partial results (``--resume``), its lock and the output check;
 - ``pipeline``: where a result goes once computed (the results file, the database); train and evaluate hand
   their results to it and never import the store;
 - ``train`` (the trainer), ``suite`` (which metric applies to which output, dispatched on the metrics

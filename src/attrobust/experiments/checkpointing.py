@@ -10,6 +10,7 @@ Imports the config, the distributed helpers and the models (checkpoint loading, 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import models as models_lib
+from .._files import atomic_write, atomic_write_text
 from . import distributed
 from .config import TrainConfig, from_dict, to_dict
 
@@ -47,7 +49,7 @@ class TrainResult:
     ``model`` is in eval mode; ``model_path`` is ``<run_dir>/model.pt`` once the run is complete (None when it
     stopped early via ``stop_after``); ``reused`` says the finished checkpoint was loaded instead of training;
     ``history`` holds the mean ``loss``/``acc``/``lr`` every ``log_every`` steps of this call and ``seconds``
-    the training time of this call (of the original run when reused); ``test_acc`` is
+    the training time of the whole run (every call of a resumed run; of the original run when reused); ``test_acc`` is
     the clean accuracy on the first ``data.test_subset`` test examples (None when skipped or not complete).
     """
 
@@ -119,6 +121,7 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
     step: int = 0
+    seconds: float = 0.0  # training time up to ``step``, over every call of a resumed run
 
     def save(self, path: Path, config: TrainConfig, ctx: distributed.Dist) -> None:
         """Write the state at ``self.step`` (rank 0 writes, after gathering every process's generator state)."""
@@ -127,11 +130,9 @@ class TrainState:
             state = {
                 "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "generator": generators[0], "generators": generators,
-                "torch_rng": torch.get_rng_state(), "config": to_dict(config),
+                "torch_rng": torch.get_rng_state(), "config": to_dict(config), "seconds": float(self.seconds),
             }  # fmt: skip
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(state, tmp)
-            tmp.replace(path)
+            atomic_write(path, lambda f: torch.save(state, f))
         distributed.barrier(ctx)
 
     def load(self, path: Path, config: TrainConfig, ctx: distributed.Dist) -> None:
@@ -152,3 +153,22 @@ class TrainState:
         self.generator.set_state(generators[ctx.rank])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        self.seconds = float(state.get("seconds", 0.0))
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop the records of ``log.jsonl`` logged after global step ``step`` (a run killed after its last
+    checkpoint logged steps it will train again when resumed), atomically; an unreadable line ends the kept
+    part (a record cut by the kill)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int) or record["step"] > step:
+            break
+        kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))

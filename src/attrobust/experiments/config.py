@@ -19,10 +19,13 @@ from its paper preset, see :func:`attrobust.experiments.protocol.eval_defaults`.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from .. import data as data_lib
 from .._checks import check_finite_floats
+from ..data import ImageDataset
 from .yamlio import (
     apply_overrides,
     deep_merge,
@@ -94,6 +97,19 @@ class DataConfig:
         _check_min(self.train_subset, "data.train_subset", 1)
         _check_min(self.test_subset, "data.test_subset", 0)
 
+    def load(self, split: str, data_dir: str | None = None) -> ImageDataset:
+        """``attrobust.data.load(name, split, data_dir or self.data_dir, **kwargs)``; an option the dataset's
+        loader does not take raises ``ValueError`` naming ``data.kwargs`` and the options it takes."""
+        loader = data_lib.DATASETS.get(self.name)
+        params = inspect.signature(loader).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            options = [k for k in params if k not in ("split", "data_dir")]
+            unknown = [k for k in self.kwargs if k not in options]
+            if unknown:
+                raise ValueError(f"data.kwargs: unknown option {unknown[0]!r} of dataset {self.name!r}; expected "
+                                 f"one of: {', '.join(options) or '(none)'}")  # fmt: skip
+        return data_lib.load(self.name, split, data_dir or self.data_dir, **self.kwargs)
+
 
 @dataclass
 class ModelConfig:
@@ -160,6 +176,9 @@ class OptimConfig:
             )
 
 
+# the longest run (directory) name: what ext4, xfs, btrfs, NTFS and APFS allow for one path component
+MAX_NAME_BYTES = 255
+
 # Values of ``TrainConfig.autocast`` (None: no autocast; "bf16": torch.autocast with torch.bfloat16).
 AUTOCAST_CHOICES = (None, "bf16")
 
@@ -180,6 +199,9 @@ class TrainConfig:
     attributions) under ``torch.autocast`` in bfloat16, with float32 weights, backward pass and optimizer. bf16
     changes the computed numbers (about 3 significant digits), so results are not comparable bit for bit with a
     float32 run of the same config."""
+
+    # at most one of these is set; ``--set steps=N`` clears ``epochs`` and vice versa (see ``apply_overrides``)
+    EXCLUSIVE_KEYS: ClassVar[tuple[tuple[str, ...], ...]] = (("epochs", "steps"),)
 
     name: str
     seed: int = 0
@@ -210,6 +232,11 @@ class TrainConfig:
         check_finite_floats(self, "")  # every float, the objective's params and the model's kwargs included
         if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
             raise ValueError(f"name: expected a non-empty run name without path separators, got {self.name!r}")
+        if len(self.name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ValueError(
+                f"name: expected a run name of at most {MAX_NAME_BYTES} bytes (the longest directory name file "
+                f"systems allow), got {len(self.name.encode('utf-8'))} bytes: {self.name[:40]!r}..."
+            )
         if (self.epochs is None) == (self.steps is None):
             raise ValueError(
                 f"epochs/steps: expected exactly one of them to be set, got epochs={self.epochs!r}, "

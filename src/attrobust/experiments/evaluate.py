@@ -31,15 +31,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import attacks
-from .. import data as data_lib
 from .. import models as models_lib
 from ..data import ImageDataset
 from . import distributed, suite
 from . import examples as examples_lib
 from . import protocol as protocol_lib
-from .config import EvalConfig, to_dict
+from .config import DataConfig, EvalConfig, to_dict
+from .partials import Partials, check_output
 from .pipeline import publish_evaluation
-from .provenance import file_sha256
+from .provenance import check_device, file_sha256
 from .results.tables import TABLE_COLUMNS, format_table, table_row  # noqa: F401 - their former home (aliases)
 from .seeding import derive_seed
 from .summaries import json_safe, summarize
@@ -69,7 +69,7 @@ def resolve_dataset(config: EvalConfig, train_config: dict[str, Any] | None) -> 
     train_data = (train_config or {}).get("data") or {}
     same = data["name"] == train_data.get("name")
     data_dir = config.data_dir or (train_data.get("data_dir") if same else None)
-    return data_lib.load(data["name"], config.split, data_dir, **data["kwargs"])
+    return DataConfig(name=data["name"], kwargs=data["kwargs"]).load(config.split, data_dir)
 
 
 
@@ -149,7 +149,18 @@ class _Plan:
     metric_notes: list[str]
 
 
+def _check_k(config: EvalConfig, ds: ImageDataset) -> None:
+    """Raise ``ValueError`` (before any attack runs) when IFIA's ``k`` or ``eval_k`` exceeds the pixels of a map."""
+    if config.skip_ifia:
+        return
+    h, w = ds.images.shape[-2:]
+    for key, k in (("ifia.k", config.ifia.k), ("ifia.eval_k", config.ifia.eval_k)):
+        if k is not None and k > h * w:
+            raise ValueError(f"{key}: expected at most the {h * w} pixels of a {h}x{w} saliency map, got {k}")
+
+
 def _plan(config: EvalConfig, ds: ImageDataset) -> _Plan:
+    _check_k(config, ds)
     idx = select_indices(len(ds), config)
     slices = _batches(len(idx), config.batch_size)
     ctx = distributed.context(config.device)
@@ -168,6 +179,7 @@ def evaluate(
     out: str | Path | None = None,
     db: str | Path | bool | None = None,
     echo: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model: natural accuracy, PGD accuracy and IFIA top-k intersection / Kendall.
 
@@ -187,6 +199,12 @@ def evaluate(
             into an explicit database), or False for none.
         echo: prints the protocol (and where the results go) before the work; None: ``print`` when
             ``progress``, else nothing.
+        resume: continue the evaluation whose partial results lie beside ``out`` (:mod:`.partials`: every
+            finished batch is kept there until the results file is written); the results are identical to an
+            uninterrupted run's. Without it, partial results found there are refused (never thrown away).
+
+    Everything is checked before any attack runs: the device, the dataset, ``k`` against the map size and the
+    output location (:func:`.partials.check_output`).
 
     Returns a dict with ``summary`` (``n``, ``natural_acc``, ``pgd_acc``, ``topk``, ``kendall``, ``no_valid``,
     ``ifia`` statistics), ``per_example`` columns, ``timings`` (seconds), the resolved ``eval_config``, its
@@ -195,24 +213,72 @@ def evaluate(
     in eval mode; every submodule's train/eval flag is restored afterwards.
     """
     t_start = time.perf_counter()
+    check_device(config.device if config is not None else "cpu")
     model, source = _open_model(model_or_checkpoint, config.device if config else "cpu")
     if out is None and source.checkpoint is not None:
         out = source.checkpoint.parent / "results.json"
     config, data = _protocol_config(config, source.train_config, dataset)
+    check_device(config.device)
     plan = _plan(config, dataset if dataset is not None else resolve_dataset(config, source.train_config))
     model = model.to(plan.device)
     say = echo if echo is not None else (print if progress else None)
+    if out is not None and plan.ctx.main:
+        check_output(out)  # before the protocol picks the file beside it: a directory is refused, not sidestepped
     protocol, fingerprint, out = _announce(config, data, out, say if plan.ctx.main else None, plan.ctx.main)
-    merged, stored = _run_batches(model, plan, config, progress)
-    summary, columns, more = _summarize_merged(merged, plan, config)
-    more["timings"]["total"] = time.perf_counter() - t_start
+    partial = _open_partials(out, plan, {"protocol_fingerprint": fingerprint, "checkpoint_sha256": source.sha256,
+                                         "batches": len(plan.slices), "examples": config.examples}, resume)  # fmt: skip
+    try:
+        merged, stored = _run_batches(model, plan, config, progress, partial)
+        summary, columns, more = _summarize_merged(merged, plan, config)
+        more["timings"]["total"] = time.perf_counter() - t_start
+        results = _results(source, plan, config, (protocol, fingerprint), (summary, columns, more))
+        if plan.ctx.active and not plan.ctx.main:
+            return results
+        if out is not None:
+            results["examples"] = examples_lib.save(stored, out, config, plan.ds.classes)
+        results = publish_evaluation(results, out, db, source.checkpoint)
+    except BaseException as err:
+        if partial is not None:
+            partial.close()
+            if partial.found():
+                err.add_note(f"the finished batches are kept in {partial.dir}: continue with --resume (resume=True)")
+        raise
+    if partial is not None:
+        partial.finish()
+    return results
+
+
+def _open_partials(out: Path | None, plan: _Plan, identity: dict[str, Any], resume: bool) -> Partials | None:
+    """The partial results of a single-process evaluation writing ``out`` (locked, checked against ``identity``,
+    see :mod:`.partials`), after checking ``out`` can be written; None without ``out`` or off the main process,
+    and under ``torchrun`` (nothing is kept there)."""
+    if out is None or not plan.ctx.main:
+        return None
+    check_output(out)
+    if plan.ctx.active:
+        return None
+    partial = Partials(out, identity)
+    partial.open(resume)
+    return partial
+
+
+def _results(
+    source: _Source,
+    plan: _Plan,
+    config: EvalConfig,
+    protocol: tuple[dict[str, Any], str],
+    computed: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """The results dict of an evaluation (JSON-safe) from its ``(protocol, fingerprint)`` and the ``(summary,
+    per-example columns, {"curves", "timings"})`` of :func:`_summarize_merged`."""
+    summary, columns, more = computed
     results: dict[str, Any] = {
         "checkpoint": str(source.checkpoint) if source.checkpoint is not None else None,
         "checkpoint_sha256": source.sha256,
         "dataset": {"name": plan.ds.name, "split": config.split, "size": len(plan.ds)},
         "eval_config": to_dict(config),
-        "protocol": protocol,
-        "protocol_fingerprint": fingerprint,
+        "protocol": protocol[0],
+        "protocol_fingerprint": protocol[1],
         "train_config": source.train_config,
         "summary": summary,
         "per_example": columns,
@@ -224,31 +290,30 @@ def evaluate(
         "torch_version": torch.__version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    results = json_safe(results)
-    if plan.ctx.active and not plan.ctx.main:
-        return results
-    if out is not None:
-        results["examples"] = examples_lib.save(stored, out, config, plan.ds.classes)
-    return publish_evaluation(results, out, db, source.checkpoint)
+    return json_safe(results)
 
 
 def _run_batches(
-    model: nn.Module, plan: _Plan, config: EvalConfig, progress: bool
+    model: nn.Module, plan: _Plan, config: EvalConfig, progress: bool, partial: Partials | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Evaluate this process's batches (in eval mode, every submodule's flag restored afterwards) and merge every
     process's columns in batch order (:func:`_merge_batches`); every process gets the merged columns, rank 0 also
-    the saliency examples to store (:mod:`.examples`; None elsewhere)."""
+    the saliency examples to store (:mod:`.examples`; None elsewhere). With ``partial``, the batches it holds
+    are loaded instead of computed and every computed batch is stored there."""
     x_all, y_all = plan.ds.images[plan.idx], plan.ds.labels[plan.idx]
-    parts: dict[int, dict[str, Any]] = {}
-    bar = tqdm(total=sum(plan.slices[b].stop - plan.slices[b].start for b in plan.mine), desc="evaluate",
-               unit="img", disable=not (progress and plan.ctx.main), dynamic_ncols=True)  # fmt: skip
+    parts: dict[int, dict[str, Any]] = partial.load(plan.mine) if partial is not None else {}
+    size = {b: plan.slices[b].stop - plan.slices[b].start for b in plan.mine}
+    bar = tqdm(total=sum(size.values()), initial=sum(size[b] for b in parts), desc="evaluate", unit="img",
+               disable=not (progress and plan.ctx.main), dynamic_ncols=True)  # fmt: skip
     try:
         with attacks.model_mode(model, "eval"):
-            for b in plan.mine:
+            for b in (b for b in plan.mine if b not in parts):
                 xb, yb = x_all[plan.slices[b]].to(plan.device), y_all[plan.slices[b]].to(plan.device)
                 boxes = None if plan.boxes is None else plan.boxes[plan.slices[b]]
                 want = examples_lib.wanted(parts.values(), config)
                 parts[b] = _evaluate_batch(model, b, xb, yb, config, plan.metric_names, boxes, want)
+                if partial is not None:
+                    partial.save(b, parts[b])
                 bar.update(len(yb))
                 topk = [v for part in parts.values() for v in part["ifia"]["topk"]] if not config.skip_ifia else []
                 if topk:

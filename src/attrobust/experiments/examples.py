@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .. import data as data_lib
+from .._files import atomic_write
 from ..attributions import explainer, get_attribution
 from ..metrics import saliency_map
 from .config import EvalConfig
@@ -163,10 +164,7 @@ def save(
     names = [classes[int(label)] if 0 <= int(label) < len(classes) else str(int(label)) for label in examples["label"]]
     arrays = {**examples, "class_names": np.array(names, dtype=str), "attribution": np.array(config.ifia.attribution),
               "k": np.array(int(config.ifia.reported_k), dtype=np.int64)}  # fmt: skip
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        np.savez_compressed(f, **arrays)
-    tmp.replace(path)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     return {"file": path.name, "path": str(path), "sha256": _sha256(path), "count": len(examples["label"])}
 
 

@@ -18,18 +18,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write_text
 from .checkpointing import TrainResult
 from .results.store import Store, open_store, resolve_db_path
 
 
 def write_results(results: Mapping[str, Any], out: str | Path) -> Path:
     """Write an evaluation's results as JSON (no NaN: clean them first) atomically to ``out``; returns the path."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, allow_nan=False))
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, json.dumps(results, indent=1, allow_nan=False))
 
 
 def _record_quietly(path: Path | None, write: Callable[[Store], int]) -> dict[str, Any] | None:

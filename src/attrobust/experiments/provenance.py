@@ -93,3 +93,29 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
         "device": dev,
         "cuda_device": cuda,
     }
+
+
+def check_device(device: str, name: str = "device") -> str:
+    """``device`` when this machine has it, else ``ValueError`` naming ``name``: a string torch does not parse
+    (``banana``), a CUDA device on a torch built without CUDA or with no GPU visible (or an index past the GPUs
+    present), an unavailable MPS device. Checked before any work (loading a checkpoint onto a missing device
+    would fail deep inside ``torch.load``)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}: expected a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
+    if dev.type == "cpu":
+        return device
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "is built without CUDA" if torch.version.cuda is None else "sees no CUDA GPU"
+            raise ValueError(f"{name}: expected a device of this machine, got {device!r}, but this torch "
+                             f"({torch.__version__}) {why}; use 'cpu'")  # fmt: skip
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}: expected cuda:0 .. cuda:{torch.cuda.device_count() - 1}, got {device!r}")
+        return device
+    backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise ValueError(f"{name}: expected 'cpu' or an available accelerator, got {device!r} (not available here)")
+    return device

@@ -37,21 +37,23 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import data as data_lib
 from .. import models as models_lib
 from .. import objectives as objectives_lib
+from .._files import DirLock
 from ..attacks import model_mode
 from ..data import ImageDataset
 from . import distributed
-from .checkpointing import RunFiles, TrainResult, TrainState, reuse_finished
+from .checkpointing import RunFiles, TrainResult, TrainState, reuse_finished, trim_log
 from .config import OptimConfig, TrainConfig, save_yaml, to_dict
 from .pipeline import record_train_result
+from .provenance import check_device
 from .seeding import derive_seed
 
 __all__ = [
     "TrainResult",
     "build_model",
     "clean_accuracy",
+    "create_objective",
     "derive_seed",
     "epoch_permutation",
     "init_weights",
@@ -93,7 +95,7 @@ def make_optimizer(optim: OptimConfig, params: Any) -> torch.optim.Optimizer:
 
 def load_train_data(config: TrainConfig, split: str = "train") -> ImageDataset:
     """The run's dataset split, cut to ``data.train_subset`` / ``data.test_subset`` first examples."""
-    ds = data_lib.load(config.data.name, split, config.data.data_dir, **config.data.kwargs)
+    ds = config.data.load(split)
     limit = config.data.train_subset if split == "train" else config.data.test_subset
     if limit is not None and limit < len(ds):
         ds = ds.subset(torch.arange(limit))
@@ -133,6 +135,25 @@ def init_weights(model: nn.Module, source: str | Path) -> None:
     missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
     if unexpected or any(".smooth_" not in f".{k}" for k in missing):
         raise ValueError(f"init: {path} does not fit this model (missing {missing}, unexpected {unexpected})")
+
+
+def create_objective(name: str, params: dict[str, Any]) -> Callable[..., Any]:
+    """``objectives.create(name, **params)``; a bad parameter raises ``ValueError`` naming its config key
+    (``objective.params.<key>``), found by building the objective with each parameter alone."""
+    try:
+        return objectives_lib.create(name, **params)
+    except (ValueError, TypeError) as err:
+        culprits = [k for k, v in params.items() if not _builds(name, k, v)]
+        where = f"objective.params.{culprits[0]} = {params[culprits[0]]!r}" if culprits else "objective"
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _builds(name: str, key: str, value: Any) -> bool:
+    try:
+        objectives_lib.create(name, **{key: value})
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 @torch.inference_mode()
@@ -184,29 +205,34 @@ def train(
             f"batch_size: expected a multiple of the {ctx.world} processes (the global batch is split evenly), "
             f"got {config.batch_size}"
         )
+    check_device(config.device)
     files = RunFiles.of(config)
-    if force and ctx.main:
-        for p in (files.model, files.state, files.log):
-            p.unlink(missing_ok=True)
-    distributed.barrier(ctx)
-    if files.model.exists():
-        return reuse_finished(config, files, ctx.device(config.device))
-    run = _prepare(config, dataset, ctx, files)
-    state = _initial_state(run)
-    _open_run_dir(run, resume)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "global"))
-        if resume and files.state.exists():
-            state.load(files.state, config, ctx)
+    lock = DirLock(files.run_dir, what="training run") if ctx.main else contextlib.nullcontext()
+    with lock:
+        if force and ctx.main:
+            for p in (files.model, files.state, files.log):
+                p.unlink(missing_ok=True)
         distributed.barrier(ctx)
-        end = run.total if stop_after is None else max(state.step, min(run.total, stop_after))
-        history, seconds = _loop(run, state, end, progress and ctx.main)
-        state.step = end
-        state.save(files.state, config, ctx)
-    result = _finish(run, state, history, seconds, own_data=dataset is None)
-    if ctx.main:
-        record_train_result(result, db)
-    distributed.barrier(ctx)
+        if files.model.exists():
+            return reuse_finished(config, files, ctx.device(config.device))
+        run = _prepare(config, dataset, ctx, files)
+        state = _initial_state(run)
+        _open_run_dir(run, resume)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(config.seed, "global"))
+            if resume and files.state.exists():
+                state.load(files.state, config, ctx)
+                if ctx.main:
+                    trim_log(files.log, state.step)
+            distributed.barrier(ctx)
+            end = run.total if stop_after is None else max(state.step, min(run.total, stop_after))
+            history = _loop(run, state, end, progress and ctx.main)
+            state.step = end
+            state.save(files.state, config, ctx)
+        result = _finish(run, state, history, state.seconds, own_data=dataset is None)
+        if ctx.main:
+            record_train_result(result, db)
+        distributed.barrier(ctx)
     return result
 
 
@@ -226,7 +252,7 @@ class _Run:
 
 def _prepare(config: TrainConfig, dataset: ImageDataset | None, ctx: distributed.Dist, files: RunFiles) -> _Run:
     """The run's objective, training set (``dataset``, else loaded from ``config.data``) and length."""
-    objective = objectives_lib.create(config.objective.name, **config.objective.params)
+    objective = create_objective(config.objective.name, config.objective.params)
     ds = dataset if dataset is not None else load_train_data(config, "train")
     steps_per_epoch = len(ds) // config.batch_size
     if steps_per_epoch < 1:
@@ -339,15 +365,16 @@ def _step(
     return lr, logs
 
 
-def _loop(run: _Run, state: TrainState, end: int, progress: bool) -> tuple[list[dict[str, float]], float]:
+def _loop(run: _Run, state: TrainState, end: int, progress: bool) -> list[dict[str, float]]:
     """Run global steps ``state.step .. end-1`` (checkpointing every ``checkpoint_every``); returns the logged
-    history (window means, averaged over the processes too) and the seconds spent."""
+    history (window means, averaged over the processes too). ``state.seconds`` accumulates the seconds spent,
+    so a resumed run counts the time of every call."""
     config = run.config
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
     count = 0
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.int64)
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), state.seconds
     bar = tqdm(total=end, initial=state.step, desc=config.name, unit="step", disable=not progress,
                dynamic_ncols=True)  # fmt: skip
     state.model.train()
@@ -370,7 +397,7 @@ def _loop(run: _Run, state: TrainState, end: int, progress: bool) -> tuple[list[
         if done % config.log_every == 0 or done == end:
             record = {"step": done, "epoch": done / run.steps_per_epoch, "lr": lr}
             record.update(distributed.mean_over_ranks({k: v / count for k, v in sums.items()}, run.ctx))
-            record["seconds"] = time.perf_counter() - t0
+            record["seconds"] = before + time.perf_counter() - t0  # of the whole run, resumed calls included
             history.append(record)
             if run.ctx.main:
                 with run.files.log.open("a") as f:
@@ -378,8 +405,9 @@ def _loop(run: _Run, state: TrainState, end: int, progress: bool) -> tuple[list[
             bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss", "acc") if k in record})
             sums, count = {}, 0
         if done % config.checkpoint_every == 0 and done < end:
-            state.step = done
+            state.step, state.seconds = done, before + time.perf_counter() - t0
             state.save(run.files.state, config, run.ctx)
         bar.update(1)
     bar.close()
-    return history, time.perf_counter() - t0
+    state.seconds = before + time.perf_counter() - t0
+    return history

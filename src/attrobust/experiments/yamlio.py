@@ -22,6 +22,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from .._files import atomic_write_text
+
 C = TypeVar("C")
 # free-form mappings of a config (model kwargs, objective params): :func:`merge` replaces them whole
 FREE_FORM_KEYS = ("kwargs", "params")
@@ -156,8 +158,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(cfg: C, overrides: list[str] | tuple[str, ...]) -> C:
-    """A copy of ``cfg`` with each ``"dotted.key=value"`` applied in order (values parsed by YAML)."""
+    """A copy of ``cfg`` with each ``"dotted.key=value"`` applied in order (values parsed by YAML).
+
+    A class may name groups of top-level keys of which at most one is set (``EXCLUSIVE_KEYS``, e.g.
+    ``(("epochs", "steps"),)``): overriding one of them with a value clears the others of its group that the
+    overrides do not set themselves, so ``--set steps=100`` works on a config that sets ``epochs``."""
     data = to_dict(cfg)
+    given = {parse_override(text)[0][0] for text in overrides}
+    for group in getattr(type(cfg), "EXCLUSIVE_KEYS", ()):
+        if any(key in given for key in group):
+            data.update({key: None for key in group if key not in given})
     for text in overrides:
         keys, value = parse_override(text)
         node = data
@@ -226,7 +236,4 @@ def merge_yaml(cfg: C, path: str | Path) -> C:
 
 def save_yaml(cfg: Any, path: str | Path) -> Path:
     """Write ``to_dict(cfg)`` as YAML (keys in field order) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path
+    return atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

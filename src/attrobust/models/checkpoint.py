@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attrobust._files import atomic_write
 from attrobust.models.nets import create
 
 FORMAT = "attrobust-checkpoint"
@@ -103,12 +104,7 @@ def save(model: nn.Module, path: str | os.PathLike[str], config: dict[str, Any] 
         "config": config,
         "meta": meta,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._checks import check_int
+from ..._files import atomic_write, atomic_write_text
 from ..examples import SaliencyExamples
 from . import html as html_lib
 from . import markdown as markdown_lib
@@ -158,14 +159,14 @@ def write_report(
 
     out.mkdir(parents=True, exist_ok=True)
     for sec in [*figures, *grids]:
-        (out / sec.filename).write_bytes(sec.png)
-        (out / sec.pdf_filename).write_bytes(sec.pdf)
+        atomic_write(out / sec.filename, lambda f, png=sec.png: f.write(png))
+        atomic_write(out / sec.pdf_filename, lambda f, pdf=sec.pdf: f.write(pdf))
     for stem, caption, table in page.exported_tables():
-        (out / f"{stem}.csv").write_text(csv_text(table), encoding="utf-8")
-        (out / f"{stem}.tex").write_text(latex_text(table, caption), encoding="utf-8")
+        atomic_write_text(out / f"{stem}.csv", csv_text(table))
+        atomic_write_text(out / f"{stem}.tex", latex_text(table, caption))
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(html_lib.render(page), encoding="utf-8")
-    md_path.write_text(markdown_lib.render(page), encoding="utf-8")
+    atomic_write_text(html_path, html_lib.render(page))
+    atomic_write_text(md_path, markdown_lib.render(page))
     if echo:
         for note in page.notes:
             echo(f"left out: {note}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 from .. import protocol as protocol_lib
 
@@ -126,3 +127,16 @@ RUN_COLUMNS = (
     "protocol",
 )  # fmt: skip
 JSON_COLUMNS = ("config", "machine", "extra")
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a non-empty file that is not an SQLite database (SQLite itself would take a short one for an empty
+    database and write its tables into it)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if head != SQLITE_HEADER:
+        raise ValueError(f"{path}: not a readable SQLite results database (expected the SQLite header, got {head!r})")

@@ -42,6 +42,7 @@ from .schema import (
     RUN_COLUMNS,
     SCHEMA_VERSION,
     STATUSES,
+    check_sqlite_file,
 )
 
 DB_ENV = "ATTROBUST_DB"
@@ -138,6 +139,7 @@ class Store:
             )
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_file(self.path)
         # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
         self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,9 +21,16 @@ TABLE_COLUMNS = ("model", "natural acc", "PGD acc", "top-k", "Kendall", "no-vali
 LISTED_METRICS = ("natural_acc", "pgd_acc", "topk", "kendall", "test_acc", "train.loss")
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every control character (ANSI escapes, newlines, tabs, ...) written as its Python escape
+    (``\\x1b``, ``\\n``), so a name can neither colour a terminal nor forge a table row."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+
+
 def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, trim: bool = True) -> str:
     """Aligned plain-text table: header, rule, one line per row; ``trim`` strips the padding at the end of each
-    line (the papers' table keeps it)."""
+    line (the papers' table keeps it). Control characters in cells are escaped (:func:`escape_controls`)."""
+    rows = [[escape_controls(str(v)) for v in r] for r in rows]
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
 
     def line(cells: Sequence[str]) -> str:
