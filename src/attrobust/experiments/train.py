@@ -92,11 +92,15 @@ def make_optimizer(optim: OptimConfig, params: Any) -> torch.optim.Optimizer:
 
 
 def load_train_data(config: TrainConfig, split: str = "train") -> ImageDataset:
-    """The run's dataset split, cut to ``data.train_subset`` / ``data.test_subset`` first examples."""
+    """The run's dataset split, cut to ``data.train_subset`` / ``data.test_subset`` first examples; the training
+    split then balanced by ``data.balance_by_augmentation`` (augmentations drawn from ``(seed, "balance")``)."""
     ds = data_lib.load(config.data.name, split, config.data.data_dir, **config.data.kwargs)
     limit = config.data.train_subset if split == "train" else config.data.test_subset
     if limit is not None and limit < len(ds):
         ds = ds.subset(torch.arange(limit))
+    if split == "train" and config.data.balance_by_augmentation is not None:
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, "balance"))
+        ds = data_lib.balance_by_augmentation(ds, generator=generator, **config.data.balance_by_augmentation)
     return ds
 
 
