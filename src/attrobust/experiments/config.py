@@ -345,14 +345,16 @@ class SuiteConfig:
 @dataclass
 class EvalConfig:
     """An evaluation: ``n`` test samples (``sample="first"``: the first n, as the papers' code; ``"seeded"``: a
-    random n drawn with ``seed``; ``n=None``: the whole split), natural accuracy, PGD accuracy and IFIA
+    random n drawn with ``seed``; ``"seeded_correct"``: a random n of the images the model classifies correctly,
+    drawn with ``seed`` (:mod:`.sampling`; needs ``skip_pgd``, and no natural accuracy is reported); ``n=None``:
+    the whole split), natural accuracy, PGD accuracy and IFIA
     top-k/Kendall on the correctly classified ones. ``dataset=None`` uses the checkpoint's training dataset.
     The class itself states no attack budget; :func:`attrobust.experiments.protocol.eval_defaults` gives a
     dataset's paper protocol. ``metrics`` adds metrics of the suite by name (``["all"]``: every one that
     applies), set up by ``suite``."""
 
     n: int | None = 100
-    sample: Literal["first", "seeded"] = "first"
+    sample: Literal["first", "seeded", "seeded_correct"] = "first"
     seed: int = 0
     batch_size: int = 100
     dataset: str | None = None
@@ -372,6 +374,11 @@ class EvalConfig:
         _nested(self, "ifia", IFIAEvalConfig)
         _nested(self, "suite", SuiteConfig)
         _check_min(self.n, "n", 1)
+        if self.sample == "seeded_correct" and not self.skip_pgd:  # accuracy on correct images means something else
+            raise ValueError(
+                "skip_pgd: expected true with sample 'seeded_correct' (only correctly classified images are "
+                "evaluated, so PGD accuracy there is not the model's robust accuracy), got false"
+            )
         _check_min(self.examples, "examples", 0)
         _check_min(self.batch_size, "batch_size", 1)
         check_finite_floats(self, "")

@@ -34,7 +34,7 @@ from .. import attacks
 from .. import data as data_lib
 from .. import models as models_lib
 from ..data import ImageDataset
-from . import distributed, suite
+from . import distributed, sampling, suite
 from . import examples as examples_lib
 from . import protocol as protocol_lib
 from .config import EvalConfig, to_dict
@@ -149,8 +149,11 @@ class _Plan:
     metric_notes: list[str]
 
 
-def _plan(config: EvalConfig, ds: ImageDataset) -> _Plan:
-    idx = select_indices(len(ds), config)
+def _plan(config: EvalConfig, ds: ImageDataset, model: nn.Module | None = None) -> _Plan:
+    if config.sample in sampling.MODEL_DEPENDENT:  # a sample of the images this model classifies correctly
+        idx = sampling.seeded_correct(model, ds, config)
+    else:
+        idx = select_indices(len(ds), config)
     slices = _batches(len(idx), config.batch_size)
     ctx = distributed.context(config.device)
     mine = [b for b in range(len(slices)) if b % ctx.world == ctx.rank]
@@ -199,7 +202,7 @@ def evaluate(
     if out is None and source.checkpoint is not None:
         out = source.checkpoint.parent / "results.json"
     config, data = _protocol_config(config, source.train_config, dataset)
-    plan = _plan(config, dataset if dataset is not None else resolve_dataset(config, source.train_config))
+    plan = _plan(config, dataset if dataset is not None else resolve_dataset(config, source.train_config), model)
     model = model.to(plan.device)
     say = echo if echo is not None else (print if progress else None)
     protocol, fingerprint, out = _announce(config, data, out, say if plan.ctx.main else None, plan.ctx.main)
@@ -277,7 +280,7 @@ def _summarize_merged(
     )
     summary: dict[str, Any] = {
         "n": n,
-        "natural_acc": float(correct.double().mean()) if n else None,
+        "natural_acc": float(correct.double().mean()) if n and config.sample not in sampling.MODEL_DEPENDENT else None,
         "pgd_acc": float(pgd_correct.double().mean()) if pgd_correct is not None and n else None,
         "topk": None,
         "kendall": None,
