@@ -178,3 +178,28 @@ def test_data_shape_follows_the_data_section() -> None:
     assert cost.data_shape({"name": "mnist", "train_subset": 500}).train == 500
     with pytest.raises(ValueError, match=r"data\.name: expected one of"):
         cost.data_shape({"name": "cub"})
+
+
+def test_a_table_with_further_evaluations_runs_each_and_reports(tmp_path: Path) -> None:
+    folder = tmp_path / "presets" / "tiny_table"
+    folder.mkdir(parents=True)
+    (folder / "natural.yaml").write_text(
+        "# a tiny run\nname: tiny_table_natural\ndata: {name: synthetic, kwargs: {n: 48, size: 8, num_classes: 3}}\n"
+        "model: {name: small_cnn}\nsteps: 3\nbatch_size: 8\nlog_every: 1\n")  # fmt: skip
+    (folder / "_eval.yaml").write_text("n: 12\nbatch_size: 6\nskip_ifia: true\npgd: {eps: 0.1, step_size: 0.05, "
+                                       "steps: 2}\nexamples: 0\n")  # fmt: skip
+    (folder / "_eval.vg.yaml").write_text("extends: _eval.yaml\nn: 5\nsample: seeded_correct\nskip_pgd: true\n"
+                                          "ifia: {attribution: saliency}\nmetrics: [gini, road]\n")  # fmt: skip
+    out: list[str] = []
+    res = bench.table("tiny_table", tmp_path / "runs", "paper", presets=tmp_path / "presets", progress=False,
+                      echo=out.append)  # fmt: skip
+    assert set(res["results"]) == {"natural", "natural [vg]"}
+    assert res["results"]["natural [vg]"]["summary"]["natural_acc"] is None
+    assert res["results"]["natural"]["summary"]["natural_acc"] is not None
+    assert [c.strip() for c in res["tables"]["vg"].splitlines()[0].split("|")] == ["model", "n", "gini", "road"]
+    text = "\n".join(out)
+    assert "[vg] protocol" in text and "correctly classified samples drawn with the seed" in text
+    assert res["report"] is not None and res["report"][0].is_file()
+    again = bench.table("tiny_table", tmp_path / "runs", "paper", presets=tmp_path / "presets", progress=False,
+                        echo=out.append, report=False)  # fmt: skip
+    assert again["tables"] == res["tables"]  # both evaluations reused, each from its own results file
