@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-oracle lint bench fashion-mnist chromium clean
+.PHONY: demo test test-oracle lint bench gpu-check fashion-mnist chromium clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# GPU readiness (benchmarks/gpu_check.py): CUDA tests, benchmarks, one epoch of three CIFAR-10 presets, < 8 min.
+# Needs a Python whose torch is a CUDA build (the .venv of these CPU machines pins the CPU wheel): GPU_PY=...
+GPU_PY ?= $(PY)
+gpu-check:
+	PYTHONPATH=src $(GPU_PY) -m benchmarks.gpu_check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

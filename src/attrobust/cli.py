@@ -25,6 +25,7 @@ from . import models as models_lib
 from .experiments import distributed
 from .experiments.audit import audit, load_factory, load_weights
 from .experiments.bench import config_dir, quickstart, table, table_names
+from .experiments.bench import dry_run as bench_dry_run
 from .experiments.config import EvalConfig, TrainConfig, apply_overrides, load_yaml, merge, merge_yaml
 from .experiments.evaluate import evaluate
 from .experiments.protocol import eval_defaults, summary
@@ -436,9 +437,15 @@ def table_command(
     models: Annotated[str | None, typer.Option(help="Comma-separated subset of the table's models.")] = None,
     force: QuickForce = False,
     quiet: QuietOption = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each run's resolved settings and estimated cost "
+                                          "(NAME 'all': every table); train, evaluate and write nothing.")] = False,
 ) -> None:
     """Reproduce a source paper's table: train, evaluate, print ours and write the report beside the paper's."""
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    if dry_run:
+        for each in table_names() if name == "all" else [name]:
+            bench_dry_run(each, budget, models=chosen, echo=typer.echo)
+        return
     table(name, out_dir, budget, models=chosen, force=force, progress=not quiet, echo=typer.echo)
 
 

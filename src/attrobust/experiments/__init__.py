@@ -14,9 +14,11 @@ sits on top of all of them):
 - ``pipeline``: where a result goes once computed (the results file, the database); train and evaluate hand
   their results to it and never import the store;
 - ``train`` (the trainer), ``suite`` (which metric applies to which output, dispatched on the metrics
-  registry), ``evaluate`` (the papers' evaluation and the suite, batch by batch);
+  registry), ``sampling`` (samples that depend on the model: a seeded draw of the correctly classified),
+  ``evaluate`` (the papers' evaluation and the suite, batch by batch);
+- ``cost`` (passes and FLOPs of a run's protocol, for dry runs);
 - ``report`` (HTML/Markdown from stored results), ``audit`` (your own model), ``bench`` (presets: quickstart,
-  paper tables).
+  paper tables, dry runs).
 
 ``store`` and ``cli`` in this package are aliases of their former homes (``results.store``, ``attrobust.cli``).
 Images are float ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``, models return logits ``(N, K)``.

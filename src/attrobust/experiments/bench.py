@@ -23,13 +23,14 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
+from . import cost
 from . import protocol as protocol_lib
 from .config import EvalConfig, TrainConfig, load_yaml, merge, merge_yaml, to_dict
 from .evaluate import evaluate
 from .protocol import config_dir, eval_defaults
 from .provenance import file_sha256
 from .report import write_report
-from .results.tables import format_table, table_row
+from .results.tables import format_table, table_row, text_table
 from .train import train
 
 # (label, preset file, label of the earlier model it is fine-tuned from, or None)
@@ -123,15 +124,17 @@ def _reusable(path: Path, fingerprint: str, checkpoint: Path) -> dict[str, Any] 
 
 def _train_and_evaluate(
     runs: list[tuple[str, TrainConfig]],
-    eval_cfg: EvalConfig,
+    evals: list[tuple[str, EvalConfig]],
     *,
     force: bool,
     progress: bool,
     echo: Callable[[str], None],
     bar: Any,
-) -> tuple[list[dict[str, str]], dict[str, dict[str, Any]]]:
-    """Train (or reuse) and evaluate (or reuse) every run; the table rows and the results by label."""
-    rows, all_results = [], {}
+) -> tuple[dict[str, list[dict[str, str]]], dict[str, dict[str, Any]]]:
+    """Train (or reuse) every run and evaluate (or reuse) it with every evaluation ``(eval label, config)``; the
+    table rows per evaluation label and the results by ``label`` (``label [eval label]`` for the further ones)."""
+    rows: dict[str, list[dict[str, str]]] = {what: [] for what, _ in evals}
+    all_results = {}
     for label, cfg in runs:
         bar.set_postfix_str(f"train {label}")
         result = train(cfg, resume=True, force=force, progress=progress)
@@ -139,24 +142,38 @@ def _train_and_evaluate(
         verb = "reused" if result.reused else f"trained in {result.seconds:.0f}s"
         acc = "" if result.test_acc is None else f", clean test accuracy {100 * result.test_acc:.2f}%"
         echo(f"{label}: {verb} -> {result.model_path}{acc}")
-        results_path, fingerprint = _results_target(result.run_dir, eval_cfg, cfg)
-        results = None if force else _reusable(results_path, fingerprint, result.model_path)
-        bar.set_postfix_str(f"evaluate {label}")
-        if results is None:  # the protocol was printed once before the runs
-            results = evaluate(result.model_path, eval_cfg, progress=progress, out=results_path,
-                               echo=lambda _: None)  # fmt: skip
-            echo(f"{label}: evaluated in {results['timings']['total']:.0f}s -> {results_path}")
-        else:
-            echo(f"{label}: reused {results_path}")
-        bar.update(_STAGE_WEIGHT["evaluate"])
-        all_results[label] = results
-        rows.append(table_row(label, results))
+        for what, eval_cfg in evals:
+            name = f"{label} [{what}]" if what else label
+            results_path, fingerprint = _results_target(result.run_dir, eval_cfg, cfg)
+            results = None if force else _reusable(results_path, fingerprint, result.model_path)
+            bar.set_postfix_str(f"evaluate {name}")
+            if results is None:  # the protocol was printed once before the runs
+                results = evaluate(result.model_path, eval_cfg, progress=progress, out=results_path,
+                                   echo=lambda _: None)  # fmt: skip
+                echo(f"{name}: evaluated in {results['timings']['total']:.0f}s -> {results_path}")
+            else:
+                echo(f"{name}: reused {results_path}")
+            bar.update(_STAGE_WEIGHT["evaluate"])
+            all_results[name] = results
+            rows[what].append(table_row(label, results) if not what else _metric_row(label, results, eval_cfg))
     return rows, all_results
 
 
-def _stage_bar(n_runs: int, report: bool, progress: bool, desc: str) -> Any:
-    """A bar over the stages (train, evaluate per run, then the report) weighted by their usual cost, with ETA."""
-    total = n_runs * (_STAGE_WEIGHT["train"] + _STAGE_WEIGHT["evaluate"]) + (_STAGE_WEIGHT["report"] if report else 0)
+def _metric_row(label: str, results: dict[str, Any], eval_cfg: EvalConfig) -> dict[str, str]:
+    """The row of a further evaluation: the model, its samples and the mean of each suite metric asked for."""
+    found = results["summary"].get("metrics") or {}
+    row = {"model": label, "n": str(results["summary"]["n"])}
+    for metric in eval_cfg.metrics:
+        mean = (found.get(metric) or {}).get("mean")
+        row[metric] = "-" if mean is None else f"{mean:.4f}"
+    return row
+
+
+def _stage_bar(n_runs: int, report: bool, progress: bool, desc: str, n_evals: int = 1) -> Any:
+    """A bar over the stages (train, evaluate per run and evaluation, then the report) weighted by their usual
+    cost, with ETA."""
+    per_run = _STAGE_WEIGHT["train"] + n_evals * _STAGE_WEIGHT["evaluate"]
+    total = n_runs * per_run + (_STAGE_WEIGHT["report"] if report else 0)
     return tqdm(total=total, desc=desc, unit="", disable=not progress,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")  # fmt: skip
 
@@ -189,7 +206,7 @@ def quickstart(
     runs, eval_cfg = quickstart_configs(out_dir, budget, presets)
     preset = _Preset("quickstart", Path(out_dir) / QUICKSTART["report"], "attrobust quickstart (MNIST, small_cnn)",
                      None, report, echo)  # fmt: skip
-    return _run_preset(preset, runs, eval_cfg, force=force, progress=progress, t0=t0)
+    return _run_preset(preset, runs, [("", eval_cfg)], force=force, progress=progress, t0=t0)
 
 
 @dataclass(frozen=True)
@@ -208,22 +225,27 @@ class _Preset:
 def _run_preset(
     preset: _Preset,
     runs: list[tuple[str, TrainConfig]],
-    eval_cfg: EvalConfig,
+    evals: list[tuple[str, EvalConfig]],
     *,
     force: bool,
     progress: bool,
     t0: float,
 ) -> dict[str, Any]:
-    """Print the protocol, train and evaluate every run (reusing what is done), print the protocol and the
-    table, write the report, print the total time and the report's path."""
+    """Print the protocols, train every run and evaluate it with every evaluation ``(label, config)`` (the first,
+    label ``""``, gives the papers' table), reusing what is done; print each protocol and its table, write the
+    report, print the total time and the report's path."""
     echo = preset.echo
-    protocol = _protocol(eval_cfg, runs[0][1])
-    echo(protocol)
-    bar = _stage_bar(len(runs), preset.report, progress, preset.name)
-    rows, all_results = _train_and_evaluate(runs, eval_cfg, force=force, progress=progress, echo=echo, bar=bar)
-    table = format_table(rows)
-    echo(f"\n{protocol}\n")
-    echo(table)
+    protocols = {what: _protocol(cfg, runs[0][1]) for what, cfg in evals}
+    for what, protocol in protocols.items():
+        echo(f"[{what}] {protocol}" if what else protocol)
+    bar = _stage_bar(len(runs), preset.report, progress, preset.name, len(evals))
+    rows, all_results = _train_and_evaluate(runs, evals, force=force, progress=progress, echo=echo, bar=bar)
+    tables = {what: format_table(rows[what]) if not what else text_table(list(rows[what][0]), [
+        list(r.values()) for r in rows[what]], trim=False) for what in rows}  # fmt: skip
+    for what, protocol in protocols.items():
+        echo(f"\n[{what}] {protocol}\n" if what else f"\n{protocol}\n")
+        echo(tables[what])
+    table = tables[""]
     paths = None
     if preset.report:
         bar.set_postfix_str("report")
@@ -235,7 +257,8 @@ def _run_preset(
     echo(f"\ntotal {seconds:.0f}s")
     if paths is not None:
         echo(f"report: {paths[0]}")
-    return {"rows": rows, "results": all_results, "seconds": seconds, "table": table, "report": paths}
+    return {"rows": rows[""], "results": all_results, "seconds": seconds, "table": table, "report": paths,
+            "tables": tables}  # fmt: skip
 
 
 TABLE_BUDGETS = ("cpu", "paper")
@@ -276,12 +299,35 @@ def table_configs(
         raise ValueError(f"models: unknown {', '.join(unknown)} in table {name!r}; expected some of: {expected}")
     suffix = "_cpu" if budget == "cpu" else ""
     runs = [(m, load_yaml(TrainConfig, folder / f"{m}{suffix}.yaml", [f"out_dir={out_dir}"])) for m in chosen]
-    eval_cfg = merge_yaml(eval_defaults(runs[0][1].data.name), folder / "_eval.yaml")
-    if budget == "cpu" and (folder / "_eval_cpu.yaml").is_file():
-        eval_cfg = merge_yaml(eval_cfg, folder / "_eval_cpu.yaml")
+    eval_cfg = _table_eval(folder, "_eval", runs[0][1].data.name, budget)
     published_path = folder / "_published.yaml"
     published = (yaml.safe_load(published_path.read_text()) or {}) if published_path.is_file() else {}
     return runs, eval_cfg, {m: v for m, v in published.items() if m in chosen}
+
+
+def _table_eval(folder: Path, stem: str, dataset: str, budget: str) -> EvalConfig:
+    """The evaluation ``<stem>.yaml`` of a table on top of ``dataset``'s defaults; with the ``cpu`` budget,
+    ``_eval_cpu.yaml`` (the table's CPU shrinking) and then ``<stem>_cpu.yaml`` on top, where they exist."""
+    eval_cfg = merge_yaml(eval_defaults(dataset), folder / f"{stem}.yaml")
+    if budget == "cpu":
+        for overlay in dict.fromkeys(("_eval_cpu", f"{stem}_cpu")):
+            if (folder / f"{overlay}.yaml").is_file():
+                eval_cfg = merge_yaml(eval_cfg, folder / f"{overlay}.yaml")
+    return eval_cfg
+
+
+def table_evaluations(
+    name: str, budget: str = "cpu", presets: str | Path | None = None
+) -> list[tuple[str, EvalConfig]]:
+    """Every evaluation of table ``name``: ``("", _eval.yaml)`` (the papers' table of accuracies and IFIA), then
+    ``(label, _eval.<label>.yaml)`` for each further evaluation of the folder (e.g. the smoothing paper's metrics
+    of one attribution method; ``_eval.<label>_cpu.yaml`` shrinks one further), each resolved like
+    ``_eval.yaml`` (:func:`table_configs`)."""
+    runs, main, _ = table_configs(name, "runs", budget, presets)
+    folder = (Path(presets) if presets is not None else config_dir()) / name.replace("-", "_")
+    labels = sorted(p.stem[len("_eval.") :] for p in folder.glob("_eval.*.yaml") if not p.stem.endswith("_cpu"))
+    dataset = runs[0][1].data.name
+    return [("", main), *((label, _table_eval(folder, f"_eval.{label}", dataset, budget)) for label in labels)]
 
 
 # the same keyword options as quickstart's, on purpose: the two public entry points of the presets take them alike
@@ -302,8 +348,61 @@ def table(
     The ``paper`` budget needs a GPU and the real dataset; ``cpu`` shrinks every model to run on two cores.
     """
     t0 = time.perf_counter()
-    runs, eval_cfg, published = table_configs(name, out_dir, budget, presets, models)
+    runs, _, published = table_configs(name, out_dir, budget, presets, models)
+    evals = table_evaluations(name, budget, presets)
     name = name.replace("-", "_")
     preset = _Preset(name, Path(out_dir) / f"{name}_{budget}_report", f"attrobust: {name}", published or None, report,
                      echo)  # fmt: skip
-    return _run_preset(preset, runs, eval_cfg, force=force, progress=progress, t0=t0)
+    return _run_preset(preset, runs, evals, force=force, progress=progress, t0=t0)
+
+
+def _settings(cfg: TrainConfig) -> list[str]:
+    """The resolved training settings of a run, a few lines of flow-style YAML."""
+    data = {k: v for k, v in to_dict(cfg)["data"].items() if v not in (None, {}) and k != "name"}
+    flow = lambda value: yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()  # noqa: E731
+    optim = {k: v for k, v in to_dict(cfg)["optim"].items() if v not in (None, [], False)}
+    length = f"{cfg.epochs} epochs" if cfg.epochs is not None else f"{cfg.steps} steps"
+    return [
+        f"data {cfg.data.name} {flow(data)}; model {cfg.model.name} {flow(cfg.model.kwargs)}",
+        f"objective {cfg.objective.name} {flow(cfg.objective.params)}",
+        f"optim {flow(optim)}; {length} of batch {cfg.batch_size}; seed {cfg.seed}",
+    ]
+
+
+def dry_run(
+    name: str,
+    budget: str = "paper",
+    *,
+    models: list[str] | None = None,
+    presets: str | Path | None = None,
+    device: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Print what ``attrobust bench table NAME --budget BUDGET`` would run, without running or writing anything:
+    each run's resolved training settings and the cost estimate of its training (:mod:`.cost`), then each
+    evaluation's protocol and its cost per model, and the total. ``device`` picks the assumed throughput
+    (default: ``cuda`` for the ``paper`` budget, ``cpu`` for ``cpu``). Returns ``{"train": {model: Estimate},
+    "evaluate": {(model, label): Estimate}, "hours": float}``."""
+    runs, _, _ = table_configs(name, "runs", budget, presets, models)
+    evals = table_evaluations(name, budget, presets)
+    device = device or ("cuda" if budget == "paper" else "cpu")
+    tflops = cost.ASSUMED_TFLOPS["cuda" if device.startswith("cuda") else "cpu"]
+    echo(f"dry run of {name.replace('-', '_')} ({budget} budget): nothing is trained, evaluated or written. Cost: "
+         f"passes (forward + backward of one image) counted from the protocol, x 6 x the forward MACs of the model "
+         f"(counted on the meta device) = FLOPs, at an assumed {tflops:g} TFLOP/s ({device}); see "
+         f"attrobust.experiments.cost")  # fmt: skip
+    trained = {label: cost.training(cfg, device) for label, cfg in runs}
+    for label, cfg in runs:
+        echo(f"\nrun {label} ({cfg.name}):")
+        for line in _settings(cfg):
+            echo(f"  {line}")
+        echo(f"  training cost: {trained[label].line()}")
+    evaluated = {}
+    for what, eval_cfg in evals:
+        echo(f"\nevaluation{f' [{what}]' if what else ''}:\n  {_protocol(eval_cfg, runs[0][1])}")
+        for label, cfg in runs:
+            evaluated[(label, what)] = cost.evaluation(eval_cfg, cfg, device)
+            echo(f"  {label}: {evaluated[(label, what)].line()}")
+    hours = cost.total_hours([*trained.values(), *evaluated.values()])
+    echo(f"\ntotal: about {hours:,.1f} h at {tflops:g} TFLOP/s ({len(runs)} runs, {len(evals)} evaluation(s) each)")
+    return {"train": trained, "evaluate": evaluated, "hours": hours}

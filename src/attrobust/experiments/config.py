@@ -79,12 +79,36 @@ def _check_min(value: int | float | None, name: str, minimum: float) -> None:
         raise ValueError(f"{name}: expected a value >= {minimum}, got {value!r}")
 
 
+BALANCE_KEYS = ("per_class", "rotation", "translate", "distortion", "batch_size")
+
+
+def _check_balance(options: dict[str, Any] | None) -> None:
+    """``data.balance_by_augmentation``: None, or a mapping of :data:`BALANCE_KEYS` with an integer ``per_class``."""
+    if options is None:
+        return
+    name = "data.balance_by_augmentation"
+    if not isinstance(options, dict):
+        raise ValueError(f"{name}: expected a mapping with per_class (or null), got {options!r}")
+    unknown = sorted(set(options) - set(BALANCE_KEYS))
+    if unknown:
+        raise ValueError(f"{name}: unknown {', '.join(unknown)}; expected keys from: {', '.join(BALANCE_KEYS)}")
+    per_class = options.get("per_class")
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"{name}.per_class: expected an integer >= 1, got {per_class!r}")
+
+
 @dataclass
 class DataConfig:
     """Dataset of a run: ``attrobust.data.load(name, split, data_dir, **kwargs)``.
 
     ``train_subset``/``test_subset`` keep the first n examples of the split (``None``: all). ``test_subset``
     sizes the clean test accuracy reported after training (0 skips it).
+
+    ``balance_by_augmentation`` (a mapping, ``None``: off) balances the training split before training with
+    :func:`attrobust.data.balance_by_augmentation`: ``per_class`` (required) examples in every class, the originals
+    first and augmented copies (rotation, translation, projection) after them, drawn with the run's ``seed``; the
+    other keys (``rotation``, ``translate``, ``distortion``, ``batch_size``) are that function's options. The test
+    split is never augmented. (The RAR / ART GTSRB and Flower-17 presets use it.)
     """
 
     name: str = "mnist"
@@ -92,10 +116,12 @@ class DataConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    balance_by_augmentation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_min(self.train_subset, "data.train_subset", 1)
         _check_min(self.test_subset, "data.test_subset", 0)
+        _check_balance(self.balance_by_augmentation)
 
     def load(self, split: str, data_dir: str | None = None) -> ImageDataset:
         """``attrobust.data.load(name, split, data_dir or self.data_dir, **kwargs)``; an option the dataset's
@@ -346,14 +372,16 @@ class SuiteConfig:
 @dataclass
 class EvalConfig:
     """An evaluation: ``n`` test samples (``sample="first"``: the first n, as the papers' code; ``"seeded"``: a
-    random n drawn with ``seed``; ``n=None``: the whole split), natural accuracy, PGD accuracy and IFIA
+    random n drawn with ``seed``; ``"seeded_correct"``: a random n of the images the model classifies correctly,
+    drawn with ``seed`` (:mod:`.sampling`; needs ``skip_pgd``, and no natural accuracy is reported); ``n=None``:
+    the whole split), natural accuracy, PGD accuracy and IFIA
     top-k/Kendall on the correctly classified ones. ``dataset=None`` uses the checkpoint's training dataset.
     The class itself states no attack budget; :func:`attrobust.experiments.protocol.eval_defaults` gives a
     dataset's paper protocol. ``metrics`` adds metrics of the suite by name (``["all"]``: every one that
     applies), set up by ``suite``."""
 
     n: int | None = 100
-    sample: Literal["first", "seeded"] = "first"
+    sample: Literal["first", "seeded", "seeded_correct"] = "first"
     seed: int = 0
     batch_size: int = 100
     dataset: str | None = None
@@ -373,6 +401,11 @@ class EvalConfig:
         _nested(self, "ifia", IFIAEvalConfig)
         _nested(self, "suite", SuiteConfig)
         _check_min(self.n, "n", 1)
+        if self.sample == "seeded_correct" and not self.skip_pgd:  # accuracy on correct images means something else
+            raise ValueError(
+                "skip_pgd: expected true with sample 'seeded_correct' (only correctly classified images are "
+                "evaluated, so PGD accuracy there is not the model's robust accuracy), got false"
+            )
         _check_min(self.examples, "examples", 0)
         _check_min(self.batch_size, "batch_size", 1)
         check_finite_floats(self, "")

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .. import attacks
 from .. import models as models_lib
 from ..data import ImageDataset
-from . import distributed, suite
+from . import distributed, sampling, suite
 from . import examples as examples_lib
 from . import protocol as protocol_lib
 from .config import DataConfig, EvalConfig, to_dict
@@ -159,9 +159,12 @@ def _check_k(config: EvalConfig, ds: ImageDataset) -> None:
             raise ValueError(f"{key}: expected at most the {h * w} pixels of a {h}x{w} saliency map, got {k}")
 
 
-def _plan(config: EvalConfig, ds: ImageDataset) -> _Plan:
+def _plan(config: EvalConfig, ds: ImageDataset, model: nn.Module | None = None) -> _Plan:
     _check_k(config, ds)
-    idx = select_indices(len(ds), config)
+    if config.sample in sampling.MODEL_DEPENDENT:  # a sample of the images this model classifies correctly
+        idx = sampling.seeded_correct(model, ds, config)
+    else:
+        idx = select_indices(len(ds), config)
     slices = _batches(len(idx), config.batch_size)
     ctx = distributed.context(config.device)
     mine = [b for b in range(len(slices)) if b % ctx.world == ctx.rank]
@@ -219,7 +222,7 @@ def evaluate(
         out = source.checkpoint.parent / "results.json"
     config, data = _protocol_config(config, source.train_config, dataset)
     check_device(config.device)
-    plan = _plan(config, dataset if dataset is not None else resolve_dataset(config, source.train_config))
+    plan = _plan(config, dataset if dataset is not None else resolve_dataset(config, source.train_config), model)
     model = model.to(plan.device)
     say = echo if echo is not None else (print if progress else None)
     if out is not None and plan.ctx.main:
@@ -342,7 +345,7 @@ def _summarize_merged(
     )
     summary: dict[str, Any] = {
         "n": n,
-        "natural_acc": float(correct.double().mean()) if n else None,
+        "natural_acc": float(correct.double().mean()) if n and config.sample not in sampling.MODEL_DEPENDENT else None,
         "pgd_acc": float(pgd_correct.double().mean()) if pgd_correct is not None and n else None,
         "topk": None,
         "kendall": None,

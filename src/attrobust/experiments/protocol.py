@@ -226,7 +226,8 @@ def lines(protocol: Mapping[str, Any], fp: str | None = None) -> list[str]:
     if n is None:
         chosen = "all samples"
     else:
-        chosen = f"the first {n} samples" if protocol.get("sample") == "first" else f"{n} samples drawn with the seed"
+        chosen = {"first": f"the first {n} samples", "seeded_correct": f"{n} correctly classified samples drawn with "
+                  "the seed"}.get(protocol.get("sample"), f"{n} samples drawn with the seed")  # fmt: skip
     head = f"protocol {fp}: " if fp else "protocol: "
     out = [
         f"{head}{data.get('name')} {data.get('split')}, {chosen}, seed {protocol.get('seed')}, batches of "

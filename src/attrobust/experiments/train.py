@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import data as data_lib
 from .. import models as models_lib
 from .. import objectives as objectives_lib
 from .._files import DirLock
@@ -94,11 +95,15 @@ def make_optimizer(optim: OptimConfig, params: Any) -> torch.optim.Optimizer:
 
 
 def load_train_data(config: TrainConfig, split: str = "train") -> ImageDataset:
-    """The run's dataset split, cut to ``data.train_subset`` / ``data.test_subset`` first examples."""
+    """The run's dataset split, cut to ``data.train_subset`` / ``data.test_subset`` first examples; the training
+    split then balanced by ``data.balance_by_augmentation`` (augmentations drawn from ``(seed, "balance")``)."""
     ds = config.data.load(split)
     limit = config.data.train_subset if split == "train" else config.data.test_subset
     if limit is not None and limit < len(ds):
         ds = ds.subset(torch.arange(limit))
+    if split == "train" and config.data.balance_by_augmentation is not None:
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, "balance"))
+        ds = data_lib.balance_by_augmentation(ds, generator=generator, **config.data.balance_by_augmentation)
     return ds
 
 

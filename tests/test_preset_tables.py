@@ -1,0 +1,205 @@
+"""The smoothing paper's evaluations (Tables 1 and 3), the ``seeded_correct`` sample selection, and the dry run of
+``attrobust bench table NAME --dry-run`` with its cost estimate."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from typer.testing import CliRunner
+
+from attrobust import data
+from attrobust.cli import app
+from attrobust.experiments import bench, cost, sampling
+from attrobust.experiments.config import EvalConfig, TrainConfig, load_yaml
+from attrobust.experiments.evaluate import evaluate
+from attrobust.experiments.protocol import describe, lines
+from conftest import make_tiny_cnn
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FMS = ("fms_table1_fmnist", "fms_table1_cifar10", "fms_table1_imagenette")
+
+# ------------------------------------------------------------------ the smoothing paper's evaluations
+
+
+@pytest.mark.parametrize("table", FMS)
+def test_smoothing_tables_evaluate_what_the_paper_reports(table: str) -> None:
+    evals = dict(bench.table_evaluations(table, "paper"))
+    assert set(evals) == {"", "vg", "ig", "sg"}
+    # appendix C, Table 3: benign accuracy on the clean test set and robust accuracy under PGD at eps 0.1 (PGD-100,
+    # section 4.2.5); the paper runs no attribution attack
+    main = evals[""]
+    assert (main.n, main.skip_pgd, main.skip_ifia, main.metrics) == (None, False, True, [])
+    assert (main.pgd.eps, main.pgd.steps, main.pgd.random_start) == (0.1, 100, True)
+    # section 4.1: Gini, RIS/ROS/RRS and ROAD of VG, IG and SG maps, "aggregated for 1000 randomly selected test
+    # images that the model accurately classifies"; appendix I.3: "We set k = 5" (ROAD removal steps)
+    methods = {label: evals[label].ifia.attribution for label in ("vg", "ig", "sg")}
+    assert methods == {"vg": "saliency", "ig": "ig", "sg": "smoothgrad"}
+    for label in ("vg", "ig", "sg"):
+        ev = evals[label]
+        assert (ev.n, ev.sample, ev.skip_pgd, ev.skip_ifia) == (1000, "seeded_correct", True, True)
+        assert {"gini", "ris", "ros", "rrs", "road"} <= set(ev.metrics)
+        assert len(ev.suite.road_fractions) == 5
+    # nothing of the smoothing tables attacks an attribution, on either budget
+    assert all(ev.skip_ifia for _, ev in bench.table_evaluations(table, "cpu"))
+    text = (CONFIGS / table / "_eval.vg.yaml").read_text()
+    assert "not stated; ours: which five fractions" in text
+
+
+def test_smoothing_defaults_of_imagenette_still_leave_ifia_without_budget() -> None:
+    from attrobust.experiments.protocol import eval_defaults
+
+    cfg = eval_defaults("imagenette")
+    assert (cfg.skip_ifia, cfg.ifia.k, cfg.pgd.eps, cfg.pgd.steps) == (False, None, 0.1, 100)
+
+
+# ------------------------------------------------------------------ seeded_correct
+
+
+def _model_and_data() -> tuple[nn.Module, data.ImageDataset]:
+    ds = data.load("synthetic", "test", n=60, size=8, num_classes=3)
+    return make_tiny_cnn(num_classes=3, size=8, seed=3), ds
+
+
+def _correct(model: nn.Module, ds: data.ImageDataset) -> torch.Tensor:
+    with torch.no_grad():
+        return model(ds.images).argmax(1) == ds.labels
+
+
+def test_seeded_correct_draws_correctly_classified_images_with_the_seed() -> None:
+    model, ds = _model_and_data()
+    correct = _correct(model, ds)
+    n = int(correct.sum()) // 2
+    assert n >= 3
+    cfg = EvalConfig(n=n, sample="seeded_correct", skip_pgd=True, batch_size=7)
+    idx = sampling.seeded_correct(model, ds, cfg)
+    assert len(idx) == n and bool(correct[idx].all()) and len(set(idx.tolist())) == n
+    assert torch.equal(idx, sampling.seeded_correct(model, ds, EvalConfig(n=n, sample="seeded_correct", skip_pgd=True)))
+    draws = {tuple(sampling.seeded_correct(model, ds, EvalConfig(n=n, sample="seeded_correct", skip_pgd=True, seed=s))
+                   .tolist()) for s in range(4)}  # fmt: skip
+    assert len(draws) > 1
+    first = correct.nonzero().flatten()[:n]
+    assert any(not torch.equal(torch.tensor(d).sort().values, first) for d in draws)  # not the first n correct
+    assert model.training is False
+
+
+def test_seeded_correct_warns_when_too_few_are_correct_and_needs_skip_pgd() -> None:
+    model, ds = _model_and_data()
+    total = int(_correct(model, ds).sum())
+    with pytest.warns(UserWarning, match=f"classifies only {total} of the 60"):
+        idx = sampling.seeded_correct(model, ds, EvalConfig(n=59, sample="seeded_correct", skip_pgd=True, seed=9))
+    assert len(idx) == total
+    with pytest.raises(ValueError, match="skip_pgd: expected true with sample 'seeded_correct'"):
+        EvalConfig(n=5, sample="seeded_correct")
+
+
+def test_evaluate_on_seeded_correct_reports_no_accuracy(tmp_path: Path) -> None:
+    model, ds = _model_and_data()
+    cfg = EvalConfig(n=4, sample="seeded_correct", skip_pgd=True, skip_ifia=True, metrics=["gini"], batch_size=2,
+                     ifia={"attribution": "saliency"})  # fmt: skip
+    res = evaluate(model, cfg, dataset=ds, progress=False, db=False)
+    assert res["summary"]["natural_acc"] is None and res["summary"]["n"] == 4
+    assert res["per_example"]["index"] == sampling.seeded_correct(model, ds, cfg).tolist()
+    assert all(res["per_example"]["natural_correct"])
+    assert "4 correctly classified samples drawn with the seed" in lines(describe(cfg, {"name": "synthetic"}))[0]
+
+
+# ------------------------------------------------------------------ the dry run and its cost estimate
+
+
+@pytest.mark.parametrize("table", bench.table_names())
+def test_dry_run_of_every_table_prints_settings_and_cost_and_writes_nothing(
+    table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out: list[str] = []
+    got = bench.dry_run(table, "paper", echo=out.append)
+    text = "\n".join(out)
+    runs, _, _ = bench.table_configs(table, "runs", "paper")
+    evals = bench.table_evaluations(table, "paper")
+    for model, cfg in runs:
+        assert f"run {model} ({cfg.name}):" in text and f"objective {cfg.objective.name}" in text
+        if cfg.steps is not None:
+            assert got["train"][model].images == cfg.steps * cfg.batch_size
+        for label, _ in evals:
+            assert got["evaluate"][(model, label)].passes > 0
+    assert text.count("protocol ") == len(evals) and "nothing is trained, evaluated or written" in text
+    assert 0 < got["hours"] < float("inf")
+    assert os.listdir(tmp_path) == []
+
+
+def test_dry_run_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["bench", "table", "rar-mnist", "--budget", "cpu", "--dry-run",
+                                      "--models", "natural"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "run natural (rar_mnist_natural_cpu):" in result.output and "total: about" in result.output
+    assert "run pgd_at" not in result.output and os.listdir(tmp_path) == []
+
+
+def test_cost_counts_passes_from_the_protocol() -> None:
+    cfg = load_yaml(TrainConfig, CONFIGS / "igr_table2_cifar10" / "trades_igr.yaml")
+    params = cfg.objective.params
+    assert cost.train_passes("pgd_at", params) == 1 + params["steps"]
+    assert cost.train_passes("trades+igr", params) == cost.train_passes("trades", params) + 4 * params["ig_steps"]
+    est = cost.training(cfg, "cuda")
+    assert est.images == cfg.epochs * (50_000 // cfg.batch_size) * cfg.batch_size
+    ev = bench.table_configs("igr_table2_cifar10", "runs", "paper")[1]
+    ifia = ev.ifia.restarts * ev.ifia.steps * 3 * ev.ifia.ig_steps
+    assert cost.eval_passes(ev) == pytest.approx(1 / 3 + ev.pgd.steps + ifia)
+    assert cost.evaluation(ev, cfg, "cuda").images == ev.n
+
+
+@pytest.mark.parametrize(("table", "model"), [("rar_mnist", "natural"), ("fms_table1_cifar10", "m2"),
+                                              ("art_table1_flower", "ig_norm")])  # fmt: skip
+def test_forward_macs_match_torch_flop_counter(table: str, model: str) -> None:
+    cfg = load_yaml(TrainConfig, CONFIGS / table / f"{model}.yaml")
+    shape = cost.data_shape({"name": cfg.data.name, "kwargs": cfg.data.kwargs})
+    from attrobust import models
+
+    net = models.create(cfg.model.name, shape.classes, in_channels=shape.channels, input_size=shape.side,
+                        **cfg.model.kwargs).eval()  # fmt: skip
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(1, shape.channels, shape.side, shape.side))
+    counted = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    convs_and_linears = sum(v for k, v in counted.items() if "convolution" in k or k.endswith(("mm", "addmm")))
+    assert cost.forward_macs(cfg, shape) == convs_and_linears // 2
+
+
+def test_data_shape_follows_the_data_section() -> None:
+    flower = load_yaml(TrainConfig, CONFIGS / "art_table1_flower" / "natural.yaml")
+    shape = cost.data_shape({"name": "flower17", "kwargs": flower.data.kwargs,
+                             "balance_by_augmentation": flower.data.balance_by_augmentation})  # fmt: skip
+    assert (shape.train, shape.test, shape.side) == (17 * 1000, 17 * 8, 128)
+    assert cost.data_shape({"name": "mnist", "train_subset": 500}).train == 500
+    with pytest.raises(ValueError, match=r"data\.name: expected one of"):
+        cost.data_shape({"name": "cub"})
+
+
+def test_a_table_with_further_evaluations_runs_each_and_reports(tmp_path: Path) -> None:
+    folder = tmp_path / "presets" / "tiny_table"
+    folder.mkdir(parents=True)
+    (folder / "natural.yaml").write_text(
+        "# a tiny run\nname: tiny_table_natural\ndata: {name: synthetic, kwargs: {n: 48, size: 8, num_classes: 3}}\n"
+        "model: {name: small_cnn}\nsteps: 3\nbatch_size: 8\nlog_every: 1\n")  # fmt: skip
+    (folder / "_eval.yaml").write_text("n: 12\nbatch_size: 6\nskip_ifia: true\npgd: {eps: 0.1, step_size: 0.05, "
+                                       "steps: 2}\nexamples: 0\n")  # fmt: skip
+    (folder / "_eval.vg.yaml").write_text("extends: _eval.yaml\nn: 5\nsample: seeded_correct\nskip_pgd: true\n"
+                                          "ifia: {attribution: saliency}\nmetrics: [gini, road]\n")  # fmt: skip
+    out: list[str] = []
+    res = bench.table("tiny_table", tmp_path / "runs", "paper", presets=tmp_path / "presets", progress=False,
+                      echo=out.append)  # fmt: skip
+    assert set(res["results"]) == {"natural", "natural [vg]"}
+    assert res["results"]["natural [vg]"]["summary"]["natural_acc"] is None
+    assert res["results"]["natural"]["summary"]["natural_acc"] is not None
+    assert [c.strip() for c in res["tables"]["vg"].splitlines()[0].split("|")] == ["model", "n", "gini", "road"]
+    text = "\n".join(out)
+    assert "[vg] protocol" in text and "correctly classified samples drawn with the seed" in text
+    assert res["report"] is not None and res["report"][0].is_file()
+    again = bench.table("tiny_table", tmp_path / "runs", "paper", presets=tmp_path / "presets", progress=False,
+                        echo=out.append, report=False)  # fmt: skip
+    assert again["tables"] == res["tables"]  # both evaluations reused, each from its own results file
