@@ -62,7 +62,7 @@ def test_meta_device_tensors(net, batch):
         lambda: integrated_gradients(net, meta, y, steps=2),
         lambda: kendall_tau(meta.flatten(1), meta.flatten(1)),
     ):
-        with pytest.raises(ValueError, match="expected a tensor with data .* got a tensor on the meta device"):
+        with pytest.raises(ValueError, match=r"expected a tensor with data .* got a tensor on the meta device"):
             call()
 
 
@@ -86,9 +86,9 @@ def test_a_model_returning_one_number_per_example(batch):
 
 def test_a_seed_instead_of_a_generator(net, batch):
     x, y = batch
-    with pytest.raises(TypeError, match="generator: expected a torch.Generator or None.*got int 123"):
+    with pytest.raises(TypeError, match=r"generator: expected a torch\.Generator or None.*got int 123"):
         pgd(net, x, y, eps=0.1, step_size=0.1, steps=1, generator=123)
-    with pytest.raises(TypeError, match="generator: expected a torch.Generator"):
+    with pytest.raises(TypeError, match=r"generator: expected a torch\.Generator"):
         smoothgrad(net, x, y, n=2, generator=7)
 
 
