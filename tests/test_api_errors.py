@@ -146,3 +146,15 @@ def test_probabilities_get_the_same_warning_everywhere(call, batch, monkeypatch)
     with pytest.warns(UserWarning) as record:
         call(_Softmaxed(), x, y)
     assert [str(w.message) for w in record if "probabilities" in str(w.message)] == [_checks.PROBABILITIES_WARNING]
+
+
+def test_evaluate_warns_about_probabilities(monkeypatch):
+    """The evaluation's own forward pass (natural accuracy, no attack configured) gives the same warning."""
+    from attrobust.experiments.config import EvalConfig, from_dict
+    from attrobust.experiments.evaluate import evaluate
+
+    monkeypatch.setattr(_checks, "_WARNED", set())
+    ds = ar.data.load("synthetic", "test", n=6, size=28, num_classes=10)
+    cfg = from_dict(EvalConfig, {"n": None, "batch_size": 6, "skip_pgd": True, "skip_ifia": True})
+    with pytest.warns(UserWarning, match="look like probabilities"):
+        evaluate(_Softmaxed(), cfg, dataset=ds, progress=False, db=False)

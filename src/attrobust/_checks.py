@@ -211,6 +211,7 @@ def check_logits(out: object, n: int) -> torch.Tensor:
     warns once (:func:`warn_if_probabilities`) when they look like probabilities."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"model output: expected a tensor of logits ({n}, K), got {type(out).__name__}")
+    check_data_device(out, "model output")
     if out.dim() != 2 or out.shape[0] != n:
         raise ValueError(f"model output: expected logits of shape ({n}, K), got {tuple(out.shape)}")
     warn_if_probabilities(out)
@@ -226,7 +227,7 @@ PROBABILITIES_WARNING = (
 def warn_if_probabilities(out: torch.Tensor) -> None:
     """Warn once when model outputs ``(N, K)`` are non-negative rows summing to 1 (probabilities, not logits): the
     one warning every attribution, attack, metric and evaluation gives for such a model."""
-    if PROBABILITIES_WARNING in _WARNED or not out.numel():
+    if PROBABILITIES_WARNING in _WARNED or not out.numel() or not out.is_floating_point():
         return
     rows = out.detach()
     if bool((rows >= 0).all()) and bool(torch.allclose(rows.sum(1), rows.new_ones(rows.shape[0]), atol=1e-4)):
