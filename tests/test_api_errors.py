@@ -158,3 +158,17 @@ def test_evaluate_warns_about_probabilities(monkeypatch):
     cfg = from_dict(EvalConfig, {"n": None, "batch_size": 6, "skip_pgd": True, "skip_ifia": True})
     with pytest.warns(UserWarning, match="look like probabilities"):
         evaluate(_Softmaxed(), cfg, dataset=ds, progress=False, db=False)
+
+
+class _Broken(nn.Module):
+    """A model with a bug of its own (not an input mismatch)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("one of the variables needed for gradient computation: expected version 0 instead")
+
+
+def test_a_bug_inside_the_model_is_not_disguised_as_a_bad_input(batch):
+    x, y = batch
+    for call in (lambda: saliency(_Broken(), x, y), lambda: pgd(_Broken(), x, y, eps=0.1, step_size=0.1, steps=1)):
+        with pytest.raises(RuntimeError, match="expected version 0"):
+            call()

@@ -250,7 +250,8 @@ def check_model_input(model: object, x: object, name: str = "x") -> nn.Module:
 
 
 # Messages of torch's shape and dtype mismatches inside a forward pass (conv channels, linear sizes, pooling).
-_INPUT_MISMATCH = re.compile(r"shape|size|channel|dtype|type|dimension|expected", re.IGNORECASE)
+# (Other errors, e.g. autograd's "modified by an inplace operation ... expected version", pass unchanged.)
+_INPUT_MISMATCH = re.compile(r"shape|size|channels|dtype|should be the same|must have the same", re.IGNORECASE)
 
 
 @contextmanager
