@@ -7,6 +7,7 @@ without an entry fails ``test_every_registered_name_has_a_call``. ``NOT_APPLICAB
 do not apply and why. Every call is first made with good inputs, so a refusal comes from the bad input.
 """
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -253,8 +254,6 @@ def _registered() -> dict[str, tuple[str, Callable[..., Any] | None, dict[str, A
 
 def _with_generator(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` plus a fresh seeded generator for functions that take one (same draws on every call)."""
-    import inspect
-
     try:
         takes = "generator" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
