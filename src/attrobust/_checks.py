@@ -241,7 +241,10 @@ def check_model_input(model: object, x: object, name: str = "x") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     ref = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if ref is not None and isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != ref.dtype:
+    if (
+        ref is not None and isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != ref.dtype
+        and not torch.is_autocast_enabled(x.device.type)  # autocast casts every input itself
+    ):  # fmt: skip
         raise ValueError(
             f"{name}: expected dtype {ref.dtype} (the dtype of the model's parameters), got {x.dtype}; "
             f"convert with {name}.to({ref.dtype})"
