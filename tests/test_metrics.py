@@ -132,8 +132,8 @@ def test_topk_intersection_rejects_bad_shapes_and_values():
         topk_intersection(torch.rand(2, 10), torch.rand(2, 9), 3)
     with pytest.raises(ValueError, match="expected equal shapes"):
         topk_intersection(torch.rand(2, 10), torch.rand(3, 10), 3)
-    with pytest.raises(ValueError, match=r"expected maps \(N, D\)"):
-        topk_intersection(torch.rand(2, 3, 4), torch.rand(2, 3, 4), 3)
+    with pytest.raises(ValueError, match=r"expected maps \(N, D\)"):  # 3 dims would be one (C, H, W) attribution
+        topk_intersection(torch.rand(2, 3, 4, 5, 6), torch.rand(2, 3, 4, 5, 6), 3)
     bad = torch.rand(2, 10)
     bad[1, 3] = float("nan")
     with pytest.raises(ValueError, match="expected finite values"):
@@ -331,8 +331,8 @@ def test_compiled_pair_counts_do_not_depend_on_the_thread_count():
 def test_kendall_rejects_bad_input():
     with pytest.raises(ValueError, match="expected equal shapes"):
         kendall_tau(torch.rand(2, 10), torch.rand(2, 11))
-    with pytest.raises(ValueError, match=r"expected maps \(N, D\)"):
-        kendall_tau(torch.rand(10), torch.rand(10))
+    with pytest.raises(ValueError, match=r"expected maps \(N, D\)"):  # (10,) would be one map
+        kendall_tau(torch.rand(()), torch.rand(()))
     bad = torch.rand(2, 10)
     bad[0, 0] = float("inf")
     with pytest.raises(ValueError, match="expected finite values"):
@@ -341,8 +341,8 @@ def test_kendall_rejects_bad_input():
         kendall_tau(torch.ones(2, 10, dtype=torch.bool), torch.ones(2, 10, dtype=torch.bool))
     with pytest.raises(ValueError, match="non-empty"):
         kendall_tau(torch.rand(2, 0), torch.rand(2, 0))
-    with pytest.raises(ValueError, match=r"torch\.Tensor"):
-        kendall_tau(np.zeros((2, 3)), torch.rand(2, 3))
+    with pytest.raises(ValueError, match=r"torch\.Tensor"):  # numpy arrays are accepted, lists are not
+        kendall_tau([[0.0] * 3] * 2, torch.rand(2, 3))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -193,8 +193,8 @@ def test_cosine_and_pearson_are_differentiable():
 def test_correlations_reject_bad_input(fn):
     with pytest.raises(ValueError, match="expected equal shapes"):
         fn(torch.rand(2, 5), torch.rand(2, 6))
-    with pytest.raises(ValueError, match=r"expected maps \(N, D\)"):
-        fn(torch.rand(5), torch.rand(5))
+    with pytest.raises(ValueError, match=r"expected maps \(N, D\)"):  # (5,) would be one map
+        fn(torch.rand(()), torch.rand(()))
     bad = torch.rand(2, 5)
     bad[0, 1] = float("nan")
     with pytest.raises(ValueError, match="expected finite values"):
@@ -268,8 +268,8 @@ def test_ssim_rejects_bad_input():
         ssim(a, a, win_size=4)
     with pytest.raises(ValueError, match="odd integer"):
         ssim(a, a, win_size=9)
-    with pytest.raises(ValueError, match=r"expected maps \(N, H, W\)"):
-        ssim(torch.rand(2, 64), torch.rand(2, 64))
+    with pytest.raises(ValueError, match=r"expected maps \(N, H, W\)"):  # (H, W) would be one map
+        ssim(torch.rand(64), torch.rand(64))
     with pytest.raises(ValueError, match="expected equal shapes"):
         ssim(a, torch.rand(2, 8, 9))
     with pytest.raises(ValueError, match="data_range"):
@@ -377,8 +377,8 @@ def test_gini_zero_row_and_bad_input(fresh_warnings):
     assert torch.isnan(out[0]) and torch.isfinite(out[1])
     with pytest.raises(ValueError, match="floating-point"):
         gini(torch.ones(2, 3, dtype=torch.int64))
-    with pytest.raises(ValueError, match=r"\(N, D\) or attributions"):
-        gini(torch.rand(3))
+    with pytest.raises(ValueError, match=r"\(N, D\) or attributions"):  # (3,) would be one map
+        gini(torch.rand(()))
     with pytest.raises(ValueError, match="finite"):
         gini(torch.tensor([[1.0, float("inf")]]))
 

@@ -75,6 +75,7 @@ def test_python_tour(runs: Path) -> None:
     a, b = ar.metrics.saliency_map(ig), ar.metrics.saliency_map(ar.attributions.saliency(model, x, y))
     kendall, topk = ar.metrics.kendall_tau(a, b), ar.metrics.topk_intersection(a, b, k=100)
     assert kendall.shape == topk.shape == (8,)
+    assert float(ar.metrics.kendall_tau(a[0].numpy(), b[0].numpy())) == pytest.approx(float(kendall[0]), abs=1e-6)
 
     objective = ar.objective("trades+igr", beta=6.0, lam=1.0, ig_steps=10, eps=0.3, step_size=0.01, steps=2)
     loss, logs = objective(model.train(), x, y)

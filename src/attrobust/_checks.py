@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,10 +48,19 @@ def check_nchw(t: object, name: str) -> torch.Tensor:
     """Validate a floating-point tensor ``(N, C, H, W)`` (images or attributions; values unchecked); returns it."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(t).__name__}")
+    check_data_device(t, name)
     if t.dim() != 4:
         raise ValueError(f"{name}: expected shape (N, C, H, W) (4 dims), got {tuple(t.shape)} ({t.dim()} dims)")
     if not t.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    return t
+
+
+def check_data_device(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Validate that the tensor ``t`` (any shape) holds data: a tensor on the ``meta`` device has only a shape, so
+    no value of it can be checked or computed with. Returns ``t``."""
+    if t.device.type == "meta":
+        raise ValueError(f"{name}: expected a tensor with data (on cpu or cuda), got a tensor on the meta device")
     return t
 
 
@@ -59,6 +71,7 @@ def check_map_tensor(t: object, name: str, kinds: dict[int, str], *, real: bool 
     shapes = " or ".join(kind[kind.index("(") :] for kind in kinds.values())
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor of shape {shapes}, got {type(t).__name__}")
+    check_data_device(t, name)
     if t.dim() not in kinds:
         raise ValueError(f"{name}: expected {' or '.join(kinds.values())}, got shape {tuple(t.shape)}")
     if real and (t.dtype == torch.bool or t.is_complex()):
@@ -78,6 +91,7 @@ def check_maps(t: object, name: str, kinds: dict[int, str]) -> torch.Tensor:
 
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """Validate that every entry of the tensor ``t`` (any shape) is finite; returns ``t``."""
+    check_data_device(t, name)
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
@@ -120,6 +134,7 @@ def check_labels(y: object, n: int, num_classes: int | None = None, name: str = 
     """Validate labels: int64 tensor ``(n,)`` with values in ``[0, num_classes)``."""
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor of shape ({n},), got {type(y).__name__}")
+    check_data_device(y, name)
     if y.dtype != torch.int64:
         raise ValueError(f"{name}: expected dtype torch.int64, got {y.dtype}")
     if tuple(y.shape) != (n,):
@@ -136,10 +151,9 @@ def check_labels(y: object, n: int, num_classes: int | None = None, name: str = 
 
 def check_model_batch(model: object, x: object, y: object) -> None:
     """Validate a classifier and a labelled batch: an ``nn.Module``, images ``x`` as :func:`check_images`, labels
-    ``y`` int64 ``(N,)`` on ``x``'s device."""
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    ``y`` int64 ``(N,)`` on ``x``'s device, ``x`` of the model's dtype (:func:`check_model_input`)."""
     check_images(x)
+    check_model_input(model, x)
     check_labels(y, x.shape[0])
     if y.device != x.device:
         raise ValueError(f"x, y: expected tensors on the same device, got {x.device} and {y.device}")
@@ -159,6 +173,17 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_generator(generator: object, name: str = "generator") -> torch.Generator | None:
+    """Validate a random-number source: ``None`` (torch's global RNG) or a ``torch.Generator`` (``TypeError``
+    otherwise, e.g. a bare seed: pass ``torch.Generator().manual_seed(seed)``). Returns it."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{name}: expected a torch.Generator or None (for a seed: torch.Generator().manual_seed(seed)), "
+            f"got {type(generator).__name__} {generator!r}"
+        )
+    return generator
 
 
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
@@ -181,16 +206,82 @@ def check_same_shape(a: torch.Tensor, b: torch.Tensor, names: str = "a, b") -> N
         raise ValueError(f"{names}: expected equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
-def check_logits(out: torch.Tensor, n: int) -> torch.Tensor:
-    """Validate model output ``(n, K)`` and warn once when it looks like probabilities rather than logits."""
+def check_logits(out: object, n: int) -> torch.Tensor:
+    """Validate model output: logits ``(n, K)`` (``TypeError`` for a non-tensor, ``ValueError`` for another shape);
+    warns once (:func:`warn_if_probabilities`) when they look like probabilities."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"model output: expected a tensor of logits ({n}, K), got {type(out).__name__}")
+    check_data_device(out, "model output")
     if out.dim() != 2 or out.shape[0] != n:
         raise ValueError(f"model output: expected logits of shape ({n}, K), got {tuple(out.shape)}")
-    if out.numel() and bool((out >= 0).all()) and bool(torch.allclose(out.sum(1), out.new_ones(n), atol=1e-4)):
-        warn_once(
-            "model outputs sum to 1 and are non-negative: they look like probabilities; attrobust expects logits "
-            "(remove the final softmax)"
-        )
+    warn_if_probabilities(out)
     return out
+
+
+PROBABILITIES_WARNING = (
+    "model outputs sum to 1 and are non-negative: they look like probabilities; attrobust expects logits "
+    "(remove the final softmax)"
+)
+
+
+def warn_if_probabilities(out: torch.Tensor) -> None:
+    """Warn once when model outputs ``(N, K)`` are non-negative rows summing to 1 (probabilities, not logits): the
+    one warning every attribution, attack, metric and evaluation gives for such a model."""
+    if PROBABILITIES_WARNING in _WARNED or not out.numel() or not out.is_floating_point():
+        return
+    rows = out.detach()
+    if bool((rows >= 0).all()) and bool(torch.allclose(rows.sum(1), rows.new_ones(rows.shape[0]), atol=1e-4)):
+        warn_once(PROBABILITIES_WARNING)
+
+
+def check_model_input(model: object, x: object, name: str = "x") -> nn.Module:
+    """Validate a classifier and its input batch ``x`` ``(N, C, H, W)``: ``model`` is an ``nn.Module`` and ``x``
+    has the dtype of the model's floating-point parameters (float64 images into a float32 model are refused);
+    ``ValueError`` otherwise. Returns ``model``."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if (
+        ref is not None and isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != ref.dtype
+        and not torch.is_autocast_enabled(x.device.type)  # autocast casts every input itself
+    ):  # fmt: skip
+        raise ValueError(
+            f"{name}: expected dtype {ref.dtype} (the dtype of the model's parameters), got {x.dtype}; "
+            f"convert with {name}.to({ref.dtype})"
+        )
+    return model
+
+
+# Messages of torch's shape and dtype mismatches inside a forward pass (conv channels, linear sizes, pooling).
+# (Other errors, e.g. autograd's "modified by an inplace operation ... expected version", pass unchanged.)
+_INPUT_MISMATCH = re.compile(r"shape|size|channels|dtype|should be the same|must have the same", re.IGNORECASE)
+
+
+@contextmanager
+def model_input_errors(model: nn.Module, x: torch.Tensor, name: str = "x") -> Iterator[None]:
+    """Turn a shape or dtype mismatch raised by a forward pass of ``model`` inside the block (an image of another
+    size or channel count than the model was built for) into a ``ValueError`` naming ``x``'s shape and the model's
+    declared input (``model.spec``, when it has one), chained to torch's error; any other exception passes."""
+    try:
+        yield
+    except RuntimeError as err:
+        if isinstance(err, torch.OutOfMemoryError) or not _INPUT_MISMATCH.search(str(err)):
+            raise
+        spec = getattr(model, "spec", None)
+        wanted = "an input the model accepts"
+        if isinstance(spec, dict) and {"in_channels", "input_size"} <= set(spec):
+            wanted = f"images (N, {spec['in_channels']}, {spec['input_size']}, {spec['input_size']}) (the model's spec)"
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{name}: expected {wanted}, got shape {tuple(x.shape)}; the model raised: {first}") from err
+
+
+def model_logits(model: nn.Module, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """``model(x)`` checked: :func:`check_model_input` first, the forward pass inside :func:`model_input_errors`,
+    and the output validated as logits ``(N, K)`` by :func:`check_logits` (probabilities warn once)."""
+    check_model_input(model, x, name)
+    with model_input_errors(model, x, name):
+        out = model(x)
+    return check_logits(out, x.shape[0])
 
 
 def warn_if_training(model: nn.Module) -> None:

@@ -14,7 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_images, check_int, check_labels, check_positive
+from .._checks import (
+    check_choice,
+    check_generator,
+    check_int,
+    check_labels,
+    check_logits,
+    check_model_batch,
+    check_positive,
+    model_input_errors,
+)
 from .pgd import model_mode, pgd_loop, project, random_point
 
 
@@ -33,21 +42,20 @@ def pgd(
     under uniform noise, not under attack, which is why :class:`~attrobust.experiments.config.PGDEvalConfig`
     requires at least one step.
     """
-    check_images(x)
-    check_labels(y, x.shape[0])
+    check_model_batch(model, x, y)
     check_choice(loss, "loss", ("ce", "margin"))
     if not kappa >= 0:
         raise ValueError(f"kappa: expected a value >= 0, got {kappa!r}")
     start = random_point(x, eps, norm, generator) if random_start else None
 
     def objective(x_adv: torch.Tensor) -> torch.Tensor:
-        logits = model(x_adv)
+        logits = check_logits(model(x_adv), x.shape[0])
         target = check_labels(y, x.shape[0], logits.shape[1])
         if loss == "margin":
             return margin_loss(logits, target, kappa)
         return F.cross_entropy(logits, target, reduction="none")
 
-    with model_mode(model, mode):
+    with model_mode(model, mode), model_input_errors(model, x):
         return pgd_loop(objective, x, eps=eps, step_size=step_size, steps=steps, norm=norm, x_init=start)
 
 
@@ -103,9 +111,9 @@ def spsa(
     clamped to [0, 1]. Perturbations come from ``generator``; the model runs in ``mode`` and is restored.
     ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``.
     """
-    check_images(x)
+    check_model_batch(model, x, y)
+    check_generator(generator)
     n = x.shape[0]
-    check_labels(y, n)
     check_positive(eps, "eps", allow_zero=True)
     check_positive(step_size, "step_size", allow_zero=True)
     check_positive(delta, "delta")
@@ -116,12 +124,12 @@ def spsa(
     m = torch.zeros_like(x)
     v = torch.zeros_like(x)
     y_rep = y.repeat_interleave(2 * n_samples)
-    with model_mode(model, mode), torch.no_grad():
+    with model_mode(model, mode), torch.no_grad(), model_input_errors(model, x):
         for t in range(1, steps + 1):
             signs = torch.randint(0, 2, (n, n_samples, *x.shape[1:]), generator=generator, device=x.device)
             signs = (2 * signs - 1).to(x.dtype)
             probes = x_adv.unsqueeze(1) + delta * torch.cat([signs, -signs], dim=1)  # (N, 2S, C, H, W)
-            logits = model(probes.flatten(0, 1))
+            logits = check_logits(model(probes.flatten(0, 1)), n * 2 * n_samples)
             losses = margin_loss(logits, check_labels(y_rep, y_rep.shape[0], logits.shape[1])).view(n, 2 * n_samples)
             diff = (losses[:, :n_samples] - losses[:, n_samples:]) / (2 * delta)  # (N, S)
             grad = (diff.view(n, n_samples, *([1] * (x.dim() - 1))) * signs).mean(1)
@@ -178,8 +186,7 @@ def transfer(
     ``generator`` ...) go to it. Both models are evaluated in ``mode`` and restored. ``x`` float ``(N, C, H, W)``
     in [0, 1], ``y`` int64 ``(N,)``. Returns a :class:`TransferResult`.
     """
-    check_images(x)
-    check_labels(y, x.shape[0])
+    check_model_batch(target_model, x, y)
     if isinstance(attack, str):
         if attack not in TRANSFER_ATTACKS:
             raise ValueError(f"attack: expected one of {', '.join(map(repr, TRANSFER_ATTACKS))}, got {attack!r}")
@@ -187,6 +194,6 @@ def transfer(
     x_adv = attack(source_model, x, y, mode=mode, **attack_kwargs).detach()
     correct = []
     for model in (source_model, target_model):
-        with model_mode(model, mode), torch.no_grad():
-            correct.append(model(x_adv).argmax(1) == y)
+        with model_mode(model, mode), torch.no_grad(), model_input_errors(model, x):
+            correct.append(check_logits(model(x_adv), x.shape[0]).argmax(1) == y)
     return TransferResult(x_adv=x_adv, source_correct=correct[0], target_correct=correct[1])

@@ -15,12 +15,14 @@ from tqdm.auto import tqdm
 
 from .._checks import (
     check_choice,
-    check_images,
+    check_generator,
     check_int,
     check_k,
-    check_labels,
+    check_logits,
+    check_model_batch,
     check_positive,
     check_second_order,
+    model_input_errors,
     warn_if_training,
 )
 from .._ranking import kendall_tau, saliency_map, topk_intersection
@@ -126,8 +128,8 @@ def ifia(
     Shapes: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; returns an :class:`IFIAResult` of
     per-example tensors.
     """
-    check_images(x)
-    check_labels(y, x.shape[0])
+    check_model_batch(model, x, y)
+    check_generator(generator)
     check_choice(dissimilarity, "dissimilarity", DISSIMILARITIES)
     check_choice(select_by, "select_by", SELECT_BY)
     check_k(k, x.shape[2] * x.shape[3])
@@ -142,7 +144,7 @@ def ifia(
     warn_if_training(model)
     attr = explainer(attribution, ig_steps=ig_steps, **(attribution_options or {}))
 
-    with model_mode(model, mode):
+    with model_mode(model, mode), model_input_errors(model, x):
         surrogate = model if beta is None else softplus(model, beta)
         clean_map = saliency_map(attr(model, x, y))
         top_idx = clean_map.topk(k, dim=1).indices
@@ -155,7 +157,7 @@ def ifia(
 
             def judge(t: int, x_t: torch.Tensor, r: int = r) -> None:
                 with torch.no_grad():
-                    keeps_label = model(x_t).argmax(1) == y
+                    keeps_label = check_logits(model(x_t), n).argmax(1) == y
                 m_t = saliency_map(attr(model, x_t, y))
                 tk = topk_intersection(clean_map, m_t, eval_k).to(ones.dtype)
                 kd = kendall_tau(clean_map, m_t).to(ones.dtype)

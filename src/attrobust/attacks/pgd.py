@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int, check_positive
+from .._checks import check_choice, check_generator, check_int, check_positive
 from ..attributions import grad_of
 
 NORMS = ("linf", "l2")
@@ -59,7 +59,11 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf"
 def random_point(
     x: torch.Tensor, eps: float, norm: str = "linf", generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """A uniform random point of the eps ball around ``x`` (l_inf: per pixel; l2: uniform in the ball), in [0, 1]."""
+    """A uniform random point of the eps ball around ``x`` (l_inf: per pixel; l2: uniform in the ball), in [0, 1].
+
+    ``generator``: ``None`` (torch's global RNG) or a ``torch.Generator`` on ``x``'s device (``TypeError``
+    otherwise)."""
+    check_generator(generator)
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         return (x + (2 * u - 1) * eps).clamp(0.0, 1.0)

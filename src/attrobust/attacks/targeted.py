@@ -15,7 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_images, check_int, check_labels, check_positive, warn_if_training
+from .._checks import (
+    check_choice,
+    check_generator,
+    check_int,
+    check_logits,
+    check_model_batch,
+    check_positive,
+    model_input_errors,
+    warn_if_training,
+)
 from .._ranking import kendall_tau, saliency_map, topk_intersection
 from ..attributions import explainer, grad_of
 from ..models import softplus
@@ -86,8 +95,8 @@ def targeted_manipulation(
     Shapes: ``x`` ``(N, C, H, W)``; ``target_map`` ``(N, H*W)`` or ``(N, C, H, W)``; returns a
     :class:`ManipulationResult` of per-example tensors.
     """
-    check_images(x)
-    check_labels(y, x.shape[0])
+    check_model_batch(model, x, y)
+    check_generator(generator)
     for name, value in (("lr", lr), ("beta_start", beta_start), ("beta_end", beta_end)):
         check_positive(value, name)
     check_positive(weight_map, "weight_map", allow_zero=True)
@@ -100,10 +109,10 @@ def targeted_manipulation(
     warn_if_training(model)
     attr = explainer(attribution, ig_steps=ig_steps)
 
-    with model_mode(model, mode):
+    with model_mode(model, mode), model_input_errors(model, x):
         clean = saliency_map(attr(model, x, y))
         with torch.no_grad():
-            clean_prob = F.softmax(model(x), dim=1)
+            clean_prob = F.softmax(check_logits(model(x), x.shape[0]), dim=1)
         target = _target_maps(target_map, clean, generator)
         target_n = _normalised(target.detach())
         betas = [beta_start * (beta_end / beta_start) ** (t / max(steps - 1, 1)) for t in range(steps)]
@@ -114,7 +123,7 @@ def targeted_manipulation(
         for r in range(restarts):
             for t, x_new in _descend(model, x, y, _start(x, r, eps, generator), descent):
                 with torch.no_grad():
-                    keeps = model(x_new).argmax(1) == y
+                    keeps = check_logits(model(x_new), x.shape[0]).argmax(1) == y
                 mse = (_normalised(saliency_map(attr(model, x_new, y))) - target_n).pow(2).mean(1)
                 best.update(mse, keeps, x_adv=x_new, step=t)
                 bar.update(1)

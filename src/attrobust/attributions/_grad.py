@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_images, check_labels, warn_once
+from .._checks import (
+    check_choice,
+    check_images,
+    check_labels,
+    check_logits,
+    check_model_input,
+    model_input_errors,
+    warn_once,
+)
 from ..models.modes import eval_norm
 
 TARGET_KINDS = ("logit", "probability", "loss")
@@ -38,11 +46,14 @@ def per_example(fn: AttributionFn) -> AttributionFn:
     mode) a warning is issued once per model class and layer kinds: the result is the per-example attribution,
     i.e. that of the model with those layers in eval mode, and no buffer was written. Objectives, metrics and
     attacks that mean to compute attributions of a train-mode model enter ``eval_norm`` themselves, so the
-    warning does not fire there. Neither ``model.training`` (of any submodule) nor any buffer changes.
+    warning does not fire there. Neither ``model.training`` (of any submodule) nor any buffer changes. An input the
+    model cannot take (another image size or channel count) raises ``ValueError`` naming ``x``'s shape
+    (``attrobust._checks.model_input_errors``).
     """
 
     @functools.wraps(fn)
     def wrapper(model: nn.Module, x: torch.Tensor, target: Any, *args: Any, **options: Any) -> torch.Tensor:
+        check_model_input(model, x)
         with eval_norm(model) as switched:
             if switched:
                 kinds = ", ".join(sorted({type(m).__name__ for m in switched}))
@@ -52,7 +63,8 @@ def per_example(fn: AttributionFn) -> AttributionFn:
                     "that each example's map is independent of its batch; call model.eval() first (or compute "
                     "inside attrobust.models.eval_norm(model)) to make this explicit"
                 )
-            return fn(model, x, target, *args, **options)
+            with model_input_errors(model, x):
+                return fn(model, x, target, *args, **options)
 
     return wrapper
 
@@ -98,12 +110,14 @@ def grad_of(
 
 
 def target_output(logits: torch.Tensor, target: torch.Tensor, kind: str = "logit") -> torch.Tensor:
-    """Per-example scalar whose input gradient is the attribution: ``(N, K)`` logits -> ``(N,)``.
+    """Per-example scalar whose input gradient is the attribution: ``(N, K)`` logits -> ``(N,)`` (other shapes
+    raise ``ValueError``; probabilities instead of logits warn once).
 
     ``kind``: ``"logit"`` (the target class's logit, the papers' default), ``"probability"`` (its softmax
     probability) or ``"loss"`` (cross-entropy of the target class, as in IG-NORM's attribution of the loss).
     """
     check_choice(kind, "output", TARGET_KINDS)
+    check_logits(logits, logits.shape[0] if isinstance(logits, torch.Tensor) and logits.dim() else 0)
     check_labels(target, logits.shape[0], logits.shape[1], name="target")
     if kind == "loss":
         return F.cross_entropy(logits, target, reduction="none")
@@ -124,9 +138,11 @@ def gradient(
     Examples are independent (the model must not mix examples, i.e. be in eval mode or use no batch
     statistics), so the gradient of the sum is each example's gradient. ``x`` keeps its graph when
     ``create_graph=True`` and it requires grad, so the result is differentiable w.r.t. ``x`` and the parameters.
-    Neither ``model.training`` nor any ``requires_grad`` flag is changed.
+    Neither ``model.training`` nor any ``requires_grad`` flag is changed. ``x`` must have the model's dtype and
+    the output must be logits ``(N, K)`` (``ValueError`` otherwise); probabilities instead of logits warn once.
     """
     with torch.enable_grad():
         xi = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+        check_model_input(model, xi)
         out = target_output(model(xi), target, output)
         return grad_of(out.sum(), xi, create_graph=create_graph)

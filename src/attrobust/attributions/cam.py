@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images
+from .._checks import check_images, check_labels, check_logits
 from ._grad import grad_of, per_example, target_output
 from .gradients import as_target
 from .layer import last_feature_layer, layer_forward
@@ -56,6 +56,7 @@ def cam(
     """
     target = as_target(target, x)
     logits, acts = _feature_maps(model, x, layer, create_graph)
+    check_labels(target, x.shape[0], check_logits(logits, x.shape[0]).shape[1], name="target")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears or linears[-1].in_features != acts.shape[1]:
         got = f"Linear({linears[-1].in_features}, ...)" if linears else "no nn.Linear"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_finite, check_images, check_int, check_positive
+from .._checks import check_finite, check_generator, check_images, check_int, check_positive
 from ._grad import gradient, per_example, unchecked
 from .gradients import as_target, input_x_gradient, saliency
 from .registry import ATTRIBUTIONS, get_attribution
@@ -31,6 +31,14 @@ _UNCLAMPED_BASES = (saliency, input_x_gradient)
 def _chunks(n: int, batch_samples: int | None) -> range:
     step = n if batch_samples is None else check_int(batch_samples, "batch_samples")
     return range(0, n, step)
+
+
+def _repeat_per_example(value: Any, x: torch.Tensor, copies: int) -> Any:
+    """A per-example option (a tensor with ``x``'s number of dims and batch size ``N``) repeated for ``copies``
+    noisy copies of the batch, ``(copies * N, ...)`` in the order of the stacked copies; anything else as given."""
+    if isinstance(value, torch.Tensor) and value.dim() == x.dim() and value.shape[0] == x.shape[0]:
+        return value.repeat(copies, *([1] * (value.dim() - 1)))
+    return value
 
 
 @ATTRIBUTIONS.register("smoothgrad")
@@ -52,10 +60,15 @@ def smoothgrad(
     ``clamp=False`` (default, as in the paper and Captum's ``NoiseTunnel``) keeps the noisy copies unclamped; the
     ``saliency`` and ``input_x_gradient`` bases then run without their [0, 1] check, while other bases that
     validate their input raise ``ValueError`` unless ``clamp=True``, which clips every noisy copy to [0, 1].
+
+    Per-example options, i.e. tensors of ``base_options`` shaped ``(N, ...)`` like ``x`` (an IG ``baseline``
+    ``(N, C, H, W)``), follow their example: each batch of noisy copies gets them repeated once per copy, so
+    copy ``i`` of example ``j`` uses row ``j``; other options (``(1, C, H, W)`` baselines, numbers) pass as given.
     """
     check_images(x)
     target = as_target(target, x)
     check_int(n, "n")
+    check_generator(generator)
     check_positive(float(sigma), "sigma", allow_zero=True)
     fn = base if callable(base) else get_attribution(base)
     if not clamp and fn in _UNCLAMPED_BASES:
@@ -71,7 +84,8 @@ def smoothgrad(
             noisy = noisy.clamp(0.0, 1.0)
         if not create_graph:
             noisy = noisy.detach()
-        a = fn(model, noisy, target.repeat(c), create_graph=create_graph, **base_options)
+        options = {key: _repeat_per_example(value, x, c) for key, value in base_options.items()}
+        a = fn(model, noisy, target.repeat(c), create_graph=create_graph, **options)
         total = total + a.view(c, *x.shape).sum(0)
     return total / n
 
@@ -96,6 +110,7 @@ def gradient_shap(
     check_images(x)
     target = as_target(target, x)
     check_int(n, "n")
+    check_generator(generator)
     check_positive(float(stdev), "stdev", allow_zero=True)
     kw = {"generator": generator, "device": x.device, "dtype": x.dtype}
     if baselines is None:

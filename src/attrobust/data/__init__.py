@@ -18,6 +18,8 @@ unpickling). Data imports only ``attrobust._checks`` and ``_registry``.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +52,26 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, **
     Returns an :class:`ImageDataset` (images float32 ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``).
     ``data_dir`` overrides where on-disk datasets are looked up; extra keyword arguments go to the loader
     (for example ``n``, ``channels``, ``size``, ``seed`` for ``"synthetic"``; ``size``, ``limit``,
-    ``max_per_class`` for the image-folder datasets). An unknown name or split raises
+    ``max_per_class`` for the image-folder datasets). An unknown name, split or keyword argument raises
     ``ValueError`` listing the valid ones.
     """
     loader = DATASETS.get(name)
     check_choice(split, "split", SPLITS)
+    _check_loader_options(name, loader, kw)
     return loader(split=split, data_dir=data_dir, **kw)
+
+
+def _check_loader_options(name: str, loader: Callable[..., ImageDataset], kw: dict[str, Any]) -> None:
+    """Refuse keyword arguments the loader of dataset ``name`` does not take, naming the ones it does."""
+    params = inspect.signature(loader).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p not in ("split", "data_dir")]
+    unknown = sorted(set(kw) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r}: unknown option(s) {', '.join(unknown)}; expected one of: {', '.join(valid) or '(none)'}"
+        )
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .. import attacks
 from .. import models as models_lib
+from .._checks import check_logits
 from ..data import ImageDataset
 from . import distributed, sampling, suite
 from . import examples as examples_lib
@@ -398,7 +399,7 @@ def _evaluate_batch(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     with torch.inference_mode():
-        correct = model(xb).argmax(1) == yb
+        correct = check_logits(model(xb), yb.shape[0]).argmax(1) == yb
     timings["natural"] = time.perf_counter() - t
     out: dict[str, Any] = {"natural_correct": correct.cpu().tolist(), "pgd_correct": None, "ifia": None,
                            "metrics": {}}  # fmt: skip

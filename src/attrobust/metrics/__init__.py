@@ -2,7 +2,13 @@
 
 Tensor contract: images ``(N, C, H, W)`` in [0, 1], attributions of the input's shape, maps for ranking metrics
 ``(N, D)`` from :func:`saliency_map`, logits ``(N, K)``, labels int64 ``(N,)``, boxes ``(N, 4)``. Aggregation is
-the caller's. Metrics never import attacks; pairing an attack with a metric happens in ``attrobust.experiments``.
+the caller's. The metrics on maps, values, logits and boxes (kinds ``pair``, ``map``, ``values``, ``logits``,
+``boxes``, ``boxes_top1`` below) also take numpy arrays and a single example (every input one dim short: two maps
+``(D,)`` or attributions ``(C, H, W)``, logits ``(K,)`` with an int label, boxes ``(4,)``), which gives a 0-dim
+result (:mod:`.inputs`; each docstring lists its shapes). The faithfulness curves (:func:`road`,
+:func:`deletion`, :func:`insertion`) and the bounds (:func:`euclidean_bound`, :func:`cosine_bound`,
+:func:`linf_bound`, ...) take ``(model, x, y, ...)`` and are measured by the evaluation suite directly.
+Metrics never import attacks; pairing an attack with a metric happens in ``attrobust.experiments``.
 
 The house: ``similarity.py`` (top-k, Kendall, Spearman, cosine, Pearson, SSIM, Goodman-Kruskal gamma; the ranking
 kernels come from ``attrobust._ranking``), ``sparsity.py`` (Gini), ``stability.py`` (RIS / ROS / RRS, activation
@@ -51,6 +57,17 @@ from typing import Any
 
 from attrobust._registry import Registry
 from attrobust.metrics.accuracy import accuracy, corruption_accuracy
+from attrobust.metrics.bounds import (
+    attribution_spectral_norm,
+    cosine_bound,
+    euclidean_bound,
+    linf_bound,
+    local_linearity_eta,
+    modified_euclidean_bound,
+)
+from attrobust.metrics.faithfulness import PerturbationCurve, deletion, insertion, road
+from attrobust.metrics.imputation import noisy_linear_impute
+from attrobust.metrics.inputs import accepts_arrays
 from attrobust.metrics.localization import box_iou, boxes_from_maps, gt_known_loc, localization_heatmap, top1_loc
 from attrobust.metrics.similarity import (
     cosine,
@@ -161,6 +178,21 @@ for _kind, _inputs, _needs in (
 ):
     add_metric_kind(_kind, _inputs, _needs)
 
+# The metrics on maps, values, logits and boxes also take numpy arrays and a single example (``.inputs``); these
+# versions are the package's names and the registered ones (tensor batches reach the metric itself unchanged).
+topk_intersection = accepts_arrays(topk_intersection, "pair")
+kendall_tau = accepts_arrays(kendall_tau, "pair")
+spearman = accepts_arrays(spearman, "pair")
+cosine = accepts_arrays(cosine, "pair")
+pearson = accepts_arrays(pearson, "pair")
+ssim = accepts_arrays(ssim, "spatial_pair")
+gini = accepts_arrays(gini, "map")
+goodman_kruskal_gamma = accepts_arrays(goodman_kruskal_gamma, "values")
+accuracy = accepts_arrays(accuracy, "logits")
+box_iou = accepts_arrays(box_iou, "boxes")
+gt_known_loc = accepts_arrays(gt_known_loc, "boxes")
+top1_loc = accepts_arrays(top1_loc, "boxes_top1")
+
 for _name, _fn, _kind in (
     ("topk_intersection", topk_intersection, "pair"),
     ("kendall_tau", kendall_tau, "pair"),
@@ -189,33 +221,45 @@ __all__ = [
     "METRIC_KINDS",
     "METRIC_KIND_INPUTS",
     "METRIC_KIND_NEEDS",
+    "PerturbationCurve",
     "accuracy",
     "activation_consistency",
     "add_metric_kind",
+    "attribution_spectral_norm",
     "box_iou",
     "boxes_from_maps",
     "call_metric",
     "corruption_accuracy",
     "cosine",
+    "cosine_bound",
+    "deletion",
+    "euclidean_bound",
     "gini",
     "goodman_kruskal_gamma",
     "gt_known_loc",
     "image_gradient_alignment",
+    "insertion",
     "kendall_tau",
+    "linf_bound",
+    "local_linearity_eta",
     "localization_heatmap",
     "metric_inputs",
     "metric_kind",
     "metric_needs",
     "metrics_of_kind",
+    "modified_euclidean_bound",
+    "noisy_linear_impute",
     "pearson",
     "register_metric",
     "relative_stability",
     "ris",
+    "road",
     "ros",
     "rrs",
     "saliency_map",
     "spearman",
     "ssim",
     "top1_loc",
+    "topk_intersection",
     "uniform_perturbations",
 ]

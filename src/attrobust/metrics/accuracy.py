@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from attrobust._checks import check_images, check_labels, check_logits, warn_if_training
+from attrobust._checks import check_images, check_labels, check_logits, model_logits, warn_if_training
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -78,8 +78,5 @@ def corruption_accuracy(
             check_images(xc, f"transforms[{name!r}](x)")
             if xc.shape != x.shape:
                 raise ValueError(f"transforms[{name!r}](x): expected shape {tuple(x.shape)}, got {tuple(xc.shape)}")
-            logits = model(xc)
-            if not isinstance(logits, torch.Tensor):
-                raise ValueError(f"model: expected a logits tensor ({x.shape[0]}, K), got {type(logits).__name__}")
-            results[name] = accuracy(logits, y)
+            results[name] = accuracy(model_logits(model, xc), y)
     return results

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from attrobust._checks import check_choice, check_maps
+from attrobust._checks import check_choice, check_data_device, check_maps
 from attrobust.metrics.accuracy import accuracy
 
 
@@ -83,6 +83,7 @@ def boxes_from_maps(maps: torch.Tensor, *, threshold: float = 0.2, connectivity:
 def _check_boxes(boxes: torch.Tensor, name: str, n: int | None = None) -> torch.Tensor:
     if not isinstance(boxes, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor of shape (N, 4), got {type(boxes).__name__}")
+    check_data_device(boxes, name)
     if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0 or (n is not None and boxes.shape[0] != n):
         expected = f"({n}, 4)" if n is not None else "(N, 4) with N >= 1"
         raise ValueError(f"{name}: expected boxes of shape {expected}, got {tuple(boxes.shape)}")

@@ -25,8 +25,11 @@ from attrobust._checks import (
     check_int,
     check_labels,
     check_logits,
+    check_model_input,
     check_positive,
     check_same_shape,
+    model_input_errors,
+    model_logits,
     warn_if_training,
     warn_once,
 )
@@ -82,8 +85,9 @@ def _forward(model: nn.Module, x: torch.Tensor, module: nn.Module | None) -> tup
 
     with torch.no_grad():
         if module is None:
-            return check_logits(model(x), x.shape[0]), None
-        with replace_output(module, keep):
+            return model_logits(model, x), None
+        check_model_input(model, x)
+        with replace_output(module, keep), model_input_errors(model, x):
             logits = model(x)
     if len(store) != 1:
         raise ValueError(f"layer: expected the layer to run once per forward pass, it ran {len(store)} times")
@@ -274,7 +278,7 @@ def _relu_states(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     handles = [m.register_forward_hook(lambda _m, _i, out: states.append((out > 0).flatten(1))) for m in relus]
     try:
         with torch.no_grad():
-            check_logits(model(x), x.shape[0])
+            model_logits(model, x)
     finally:
         for h in handles:
             h.remove()

@@ -5,6 +5,11 @@ A checkpoint is a ``torch.save``-d dict of plain Python types and tensors only, 
 
     {"format": "attrobust-checkpoint", "version": 1, "spec": model.spec, "state_dict": {...},
      "config": {...} | None, "meta": {...}}
+
+A checkpoint is untrusted input: before :func:`load` builds the model of its spec it checks that every integer
+of the spec is at most :data:`MAX_SPEC_INT` and builds the architecture on the ``meta`` device (shapes only, no
+memory), so a spec asking for more weights than the file holds (``num_classes=10**9``, a huge width or image
+size) is refused before anything is allocated.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from attrobust.models.nets import create
 
 FORMAT = "attrobust-checkpoint"
 VERSION = 1
+
+# The largest integer a checkpoint's spec may hold (classes, channels, image size, width, depth, kernel sizes).
+MAX_SPEC_INT = 100_000
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 
@@ -107,6 +115,45 @@ def save(model: nn.Module, path: str | os.PathLike[str], config: dict[str, Any] 
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def _spec_ints(value: object) -> Iterable[int]:
+    """Every int (bools excluded) in a nested spec value."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for item in value:
+            yield from _spec_ints(item)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        yield value
+
+
+def _build(spec: dict[str, Any], where: str) -> nn.Module:
+    """``create(**spec)`` with a spec of the wrong form reported as ``ValueError`` naming ``where``."""
+    try:
+        return create(**spec)
+    except TypeError as err:
+        raise ValueError(
+            f"{where}: expected a spec with a model 'name' and create() options, got {spec}: {err}"
+        ) from None
+
+
+def _check_spec_size(spec: dict[str, Any], state: Mapping[str, Any], where: str) -> None:
+    """Refuse a spec with an integer above :data:`MAX_SPEC_INT`, or whose architecture (built on the ``meta``
+    device: shapes only) holds another number of weights than the checkpoint's ``state`` dict, before any memory
+    is allocated for it."""
+    big = max(_spec_ints(spec), default=0)
+    if big > MAX_SPEC_INT:
+        raise ValueError(f"{where}: expected spec integers of at most {MAX_SPEC_INT}, got {big} in spec {spec}")
+    with torch.device("meta"):
+        skeleton = _build(spec, where)
+    wanted = sum(t.numel() for t in skeleton.state_dict().values())
+    held = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    if wanted != held:
+        raise ValueError(
+            f"{where}: checkpoint weights do not match the architecture of its spec: expected a spec whose model has "
+            f"the {held} weights the checkpoint holds, got a spec asking for {wanted} weights: {spec}"
+        )
+
+
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved at ``path`` and load its weights (strictly).
 
@@ -132,12 +179,8 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     spec, state = payload.get("spec"), payload.get("state_dict")
     if not isinstance(spec, dict) or not isinstance(state, dict):
         raise ValueError(f"{path}: expected 'spec' and 'state_dict' dicts in the checkpoint")
-    try:
-        model = create(**spec)
-    except TypeError as err:
-        raise ValueError(
-            f"{path}: expected a spec with a model 'name' and create() options, got {spec}: {err}"
-        ) from None
+    _check_spec_size(spec, state, str(path))
+    model = _build(spec, str(path))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

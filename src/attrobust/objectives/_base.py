@@ -22,7 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, check_int, check_labels, check_logits, check_positive
+from .._checks import (
+    check_generator,
+    check_images,
+    check_int,
+    check_labels,
+    check_logits,
+    check_model_input,
+    check_positive,
+    model_input_errors,
+)
 from .._registry import Registry
 from ..attacks.pgd import pgd_loop, random_point
 from ..models import softplus
@@ -74,9 +83,13 @@ class Objective(abc.ABC):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> AdversarialResult:
         """``(loss, logs, x_adv)``: the objective and the batch ``x_adv (N, C, H, W)`` it trained on (``x`` itself
-        for objectives without an inner attack). Validates the batch first."""
+        for objectives without an inner attack). Validates the batch, the model's input (dtype; another image size
+        or channel count than the model takes raises ``ValueError``) and ``generator`` first."""
         check_batch(x, y)
-        return self.compute(model, x, y, generator)
+        check_model_input(model, x)
+        check_generator(generator)
+        with model_input_errors(model, x):
+            return self.compute(model, x, y, generator)
 
     @abc.abstractmethod
     def compute(
