@@ -405,10 +405,8 @@ def audit_command(
     if weights is not None:
         load_weights(net, weights)
     net.eval()  # a factory returns a module in train mode; the audit evaluates it in eval mode
-    flags = flag_overrides(
-        n=n, batch_size=batch_size, eps=eps, step_size=step_size, pgd_steps=pgd_steps, attribution=attribution, k=k,
-        steps=steps, ig_steps=ig_steps, beta=beta, restarts=restarts, metrics=metrics,
-    )  # fmt: skip
+    given = locals()  # every option of FLAG_KEYS is an option of this command, spelled as in `evaluate`
+    flags = flag_overrides(metrics=metrics, **{flag: given[flag] for flag in FLAG_KEYS})
     if attack != "all":
         flags.update(skip_pgd=attack != "pgd", skip_ifia=attack != "ifia")
     cfg = None
