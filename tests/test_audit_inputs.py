@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 import test_audit
 from attrobust.cli import app
+from attrobust.data import ImageDataset
 from attrobust.experiments import audit as audit_lib
 from attrobust.experiments.audit_inputs import balanced_order, read_weights, strip_wrapper_prefixes
 from attrobust.experiments.config import EvalConfig, from_dict, merge
@@ -163,3 +164,13 @@ def test_cuda_audit_gives_the_model_back_on_its_device(user: Path) -> None:
                           progress=False)  # fmt: skip
     assert out["results"]["eval_config"]["device"] == "cuda" and out["results"]["protocol"]["device"] == "cuda"
     assert all(v.device.type == "cpu" and torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_an_image_dataset_gets_the_preset_of_its_name(user: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str | None] = []
+    monkeypatch.setattr(audit_lib, "eval_defaults", lambda name: asked.append(name) or from_dict(EvalConfig, FAST))
+    x, y = tensors()
+    model = audit_lib.load_factory("usernet:relu_net").eval()
+    audit_lib.audit(model, ImageDataset(x, y, ("a", "b", "c"), "mnist"), out_dir=user / "m", progress=False)
+    audit_lib.audit(model, (x, y), out_dir=user / "t", progress=False)
+    assert asked == ["mnist", None]  # tensors have no paper protocol

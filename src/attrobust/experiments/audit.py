@@ -151,14 +151,15 @@ def audit(
 def _dataset(
     model: nn.Module, data: Any, data_dir: str | Path | None, split: str, size: int | tuple[int, int] | None
 ) -> tuple[ImageDataset, str | None]:
-    """The data as an :class:`ImageDataset` and the name of its paper preset (None for a folder or objects)."""
+    """The data as an :class:`ImageDataset` and the name whose paper preset applies (None for a folder, tensors,
+    a Dataset or a DataLoader)."""
     if isinstance(data, str | Path) and Path(data).is_dir():
         size = size if size is not None else declared_size(model)
         return load_image_folder(data, size=size, channels=_input_channels(model)), None
     if isinstance(data, str | Path):
         return data_lib.load(str(data), split, data_dir), str(data)
     if isinstance(data, ImageDataset):
-        return data, None
+        return data, data.name  # e.g. "mnist" from data.load: that dataset's paper preset
     ds = as_image_dataset(data)
     with model_mode(model, "eval"), torch.no_grad():
         k = int(model(ds.images[:1].to(_device_of(model))).shape[-1])
