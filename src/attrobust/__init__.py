@@ -11,6 +11,7 @@ metrics -> experiments``. The names below are the curated public API; the subpac
 from __future__ import annotations
 
 from . import attacks, attributions, data, metrics, models, objectives
+from ._checks import allow_any_range
 from .attacks import IFIAResult, fgsm, ifia, pgd
 from .attributions import input_x_gradient, integrated_gradients, saliency
 from .data import ImageDataset
@@ -25,6 +26,7 @@ __all__ = [
     "ImageDataset",
     "__version__",
     "accuracy",
+    "allow_any_range",
     "attacks",
     "attributions",
     "data",

@@ -6,6 +6,8 @@ left in train mode, probability outputs, all-zero attributions) are warned about
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import re
@@ -18,6 +20,8 @@ import torch
 from torch import nn
 
 _WARNED: set[str] = set()
+# True inside ``allow_any_range()``: image batches may hold values outside [0, 1] (still finite)
+_ANY_RANGE: contextvars.ContextVar[bool] = contextvars.ContextVar("attrobust_any_range", default=False)
 
 
 def warn_once(message: str, category: type[Warning] = UserWarning) -> None:
@@ -39,9 +43,26 @@ def check_images(x: object, name: str = "x", *, allow_empty: bool = False) -> to
         return x
     x_ = check_finite(x.detach(), name)
     lo, hi = float(x_.min()), float(x_.max())
-    if lo < 0.0 or hi > 1.0:
+    if (lo < 0.0 or hi > 1.0) and not _ANY_RANGE.get():
         raise ValueError(f"{name}: expected pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
     return x
+
+
+@contextlib.contextmanager
+def allow_any_range() -> Iterator[None]:
+    """Inside this context, image batches ``(N, C, H, W)`` may hold finite values outside [0, 1].
+
+    The [0, 1] check is on by default because every budget, clamp and epsilon of attrobust is in pixel units;
+    evaluators that perturb inputs past the image range on purpose (Quantus' MaxSensitivity adds uniform noise to
+    the images) run attrobust attributions and metrics inside ``with attrobust.allow_any_range(): ...``. Shape,
+    dtype and finiteness are still checked; attacks still clamp their iterates to [0, 1]. The setting is local to
+    the thread (and asyncio task) that enters it and is restored on exit, also on an exception.
+    """
+    token = _ANY_RANGE.set(True)
+    try:
+        yield
+    finally:
+        _ANY_RANGE.reset(token)
 
 
 def check_nchw(t: object, name: str) -> torch.Tensor:

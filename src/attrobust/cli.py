@@ -392,35 +392,75 @@ def quickstart_command(
     quickstart(out_dir, budget, force=force, progress=not quiet, echo=typer.echo)
 
 
+AuditSteps = Annotated[int | None, typer.Option(help="IFIA iterations.")]
+AuditPgdSteps = Annotated[int | None, typer.Option(help="PGD iterations.")]
+AuditIgSteps = Annotated[int | None, typer.Option(help="Integrated-gradients path points.")]
+AuditBatch = Annotated[int | None, typer.Option(help="Samples per batch.")]
+AuditBeta = Annotated[float | None, typer.Option(help="Softplus beta of the IFIA surrogate (default: the protocol's).")]
+AuditRestarts = Annotated[int | None, typer.Option(help="IFIA restarts (worst case kept).")]
+AuditAttribution = Annotated[str | None, typer.Option(help="Attribution attacked by IFIA (ig, saliency).")]
+AuditSample = Annotated[str, typer.Option(
+    help="balanced (a seeded order covering every class), first or seeded (as --set sample= of evaluate).")]
+AuditDevice = Annotated[str | None, typer.Option(help="cpu, cuda or auto (CUDA when available); default cpu.")]
+AuditSize = Annotated[int | None, typer.Option(
+    help="Resize a folder's images to SIZE x SIZE (default: the model's declared size, else the images' own).")]
+
+
 @app.command("audit")
 @friendly
 def audit_command(
     model: Annotated[str, typer.Option("--model", help="package.module:factory returning your nn.Module.")],
     data: Annotated[str, typer.Option("--data", help="A dataset name (attrobust list) or a folder of class folders.")],
-    weights: Annotated[Path | None, typer.Option(help="State dict to load (torch.load weights_only=True).")] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Weights: .safetensors, or a state dict .pt (torch.load weights_only=True).")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where on-disk datasets live.")] = None,
-    size: Annotated[int, typer.Option(help="Image size for a folder of images.")] = 224,
+    size: AuditSize = None,
     n: NOption = None,
+    attack: Annotated[str, typer.Option(help="Attacks to run: all, ifia, pgd or none.")] = "all",
+    attribution: AuditAttribution = None,
     eps: EpsOption = None,
     step_size: StepSizeOption = None,
     k: KOption = None,
+    steps: AuditSteps = None,
+    pgd_steps: AuditPgdSteps = None,
+    ig_steps: AuditIgSteps = None,
+    beta: AuditBeta = None,
+    restarts: AuditRestarts = None,
+    batch_size: AuditBatch = None,
+    sample: AuditSample = "balanced",
+    device: AuditDevice = None,
     metrics: Annotated[str | None, typer.Option(help="Extra metrics: 'all' or comma-separated names.")] = None,
     config: EvalConfigOption = None,
     sets: SetOption = None,
     out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html, report.md).")] = Path("audit"),
     quiet: QuietOption = False,
 ) -> None:
-    """Audit your own model: attributional-robustness evaluation and report for any nn.Module on [0,1] images."""
+    """Audit your own model: attributional-robustness evaluation and report for any nn.Module on [0,1] images.
+
+    The protocol is the data's paper preset (a folder of images has none: give --eps, --step-size and --k), then
+    --config, --set and the options, as for `evaluate`; it is printed with an estimate of the run time first.
+    """
+    if attack not in ATTACK_CHOICES:
+        raise ValueError(f"--attack: expected one of {', '.join(ATTACK_CHOICES)}, got {attack!r}")
+    chosen = [item for item in sets or [] if item.partition("=")[0].strip() == "sample"]
+    if chosen:
+        raise ValueError(f"--set sample: expected --sample balanced|first|seeded on audit, got --set {chosen[0]}")
     sys.path.insert(0, str(Path.cwd()))
     net = load_factory(model)
     if weights is not None:
         load_weights(net, weights)
     net.eval()  # a factory returns a module in train mode; the audit evaluates it in eval mode
-    flags = flag_overrides(n=n, eps=eps, step_size=step_size, k=k, metrics=metrics)
+    given = locals()  # every option of FLAG_KEYS is an option of this command, spelled as in `evaluate`
+    flags = flag_overrides(metrics=metrics, **{flag: given[flag] for flag in FLAG_KEYS})
+    if attack != "all":
+        flags.update(skip_pgd=attack != "pgd", skip_ifia=attack != "ifia")
     cfg = None
     if config is not None or sets or flags:
         cfg = eval_config(None if Path(data).is_dir() else data, config, sets or [], flags)
-    result = audit(net, data, data_dir=data_dir, size=size, config=cfg, out_dir=out, progress=not quiet)
+    say = (lambda _: None) if quiet else typer.echo
+    result = audit(net, data, data_dir=data_dir, size=size, config=cfg, sample=sample, device=device, out_dir=out,
+                   progress=not quiet, echo=say)  # fmt: skip
     typer.echo(format_table([table_row(type(net).__name__, result["results"])]))
     for message in result["warnings"]:
         typer.echo(f"warning: {message}")

@@ -15,8 +15,12 @@ The house (each module imports only those above it in this list, plus ``attrobus
 - ``gradients.py``: saliency, input x gradient, integrated gradients (quadrature rules, affine prefix).
 - ``layer.py``: layer addressing and hooks, layer integrated gradients; ``cam.py``: CAM, Grad-CAM, Grad-CAM++;
   ``noise.py``: SmoothGrad and GradientSHAP.
-- ``explainer.py``: :func:`explainer`, the one resolver from a method name (plus options) to a function
-  ``fn(model, x, target, *, create_graph=False)``, used by attacks, metrics and the evaluation suite.
+- ``interop.py``: :func:`from_captum`, a Captum attribution object or class as an attrobust attribution (measured,
+  never attacked: Captum builds no double-backward graph).
+- ``explainer.py``: :func:`explainer`, the one resolver from a method name (plus options, or a Captum object) to a
+  function ``fn(model, x, target, *, create_graph=False)``, used by attacks, metrics and the evaluation suite.
+- ``quantus_explain.py``: :func:`quantus_explain_func`, an attribution as Quantus' ``explain_func`` (numpy in and
+  out).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from ._grad import TARGET_KINDS, grad_of, gradient, target_output
 from .cam import cam, grad_cam, grad_cam_pp
 from .explainer import explainer
 from .gradients import IG_RULES, as_target, ig_alphas, input_x_gradient, integrated_gradients, saliency
+from .interop import from_captum, is_captum
 from .layer import layer_integrated_gradients
 from .noise import gradient_shap, smoothgrad
+from .quantus_explain import quantus_explain_func
 from .registry import ATTRIBUTIONS, Attribution, get_attribution
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "as_target",
     "cam",
     "explainer",
+    "from_captum",
     "get_attribution",
     "grad_cam",
     "grad_cam_pp",
@@ -46,7 +53,9 @@ __all__ = [
     "ig_alphas",
     "input_x_gradient",
     "integrated_gradients",
+    "is_captum",
     "layer_integrated_gradients",
+    "quantus_explain_func",
     "saliency",
     "smoothgrad",
     "target_output",

@@ -16,11 +16,13 @@ from torch import nn
 
 from ._grad import unchecked
 from .gradients import integrated_gradients
+from .interop import from_captum, is_captum
 from .registry import Attribution, get_attribution
 
 
 def explainer(
     method: str | Attribution,
+    /,
     *,
     ig_steps: int | None = None,
     any_range: bool = False,
@@ -31,7 +33,8 @@ def explainer(
 
     Args:
         method: a registered name (``"saliency"``, ``"ig"``, ... ; ``ValueError`` listing the valid names
-            otherwise) or any callable ``fn(model, x, target, **options)``, used as given.
+            otherwise), a Captum attribution object or class (:func:`.interop.from_captum`: measured, never
+            attacked) or any callable ``fn(model, x, target, **options)``, used as given.
         ig_steps: the number of path points when ``method`` is integrated gradients and ``options`` does not set
             ``steps`` (how configs and attacks state the IG budget); ignored by every other method, e.g.
             ``explainer("ig", ig_steps=cfg.ig_steps)`` is ``integrated_gradients(..., steps=cfg.ig_steps)``
@@ -50,10 +53,15 @@ def explainer(
     """
     if isinstance(method, str):
         fn = get_attribution(method)
+    elif is_captum(method):
+        fn = from_captum(method)
     elif callable(method):
         fn = method
     else:
-        raise ValueError(f"method: expected an attribution name or a callable fn(model, x, target), got {method!r}")
+        raise ValueError(
+            f"method: expected an attribution name, a Captum attribution or a callable fn(model, x, target), got "
+            f"{method!r}"
+        )
     if ig_steps is not None and fn is integrated_gradients:
         options.setdefault("steps", ig_steps)
     if any_range:

@@ -8,6 +8,7 @@ Tensor contract: models map float ``(N, C, H, W)`` images in [0, 1] to logits ``
 from attrobust.models.checkpoint import check_finite_weights, first_nonfinite, load, save
 from attrobust.models.modes import batch_dependent, eval_norm, train_mode_layers
 from attrobust.models.nets import MODELS, create
+from attrobust.models.normalization import with_normalization
 from attrobust.models.normalize import Normalize
 from attrobust.models.smoothing import SMOOTHING_KINDS, SmoothingBlock
 from attrobust.models.surgery import DEFAULT_SMOOTHING_AFTER, insert_smoothing, smoothing_positions, softplus
@@ -29,4 +30,5 @@ __all__ = [
     "smoothing_positions",
     "softplus",
     "train_mode_layers",
+    "with_normalization",
 ]
