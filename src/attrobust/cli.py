@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from . import attacks, attributions, objectives
+from . import __version__, attacks, attributions, objectives
 from . import data as data_lib
 from . import metrics as metrics_lib
 from . import models as models_lib
@@ -45,6 +45,22 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+def _version(value: bool) -> None:
+    """``--version``: print ``attrobust <version>`` and stop before any command runs."""
+    if value:
+        typer.echo(f"attrobust {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Attributional robustness of image classifiers: train, attack attributions, evaluate."""
+
+
 bench_app = typer.Typer(help="Preset benchmarks (train + evaluate + table).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
