@@ -45,6 +45,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
 def _version(value: bool) -> None:
     """``--version``: print ``attrobust <version>`` and stop before any command runs."""
     if value:
@@ -75,7 +77,10 @@ DbOption = Annotated[
 ]
 NoDbOption = Annotated[bool, typer.Option("--no-db", help="Do not record the result in the results database.")]
 # options that several commands share
-NOption = Annotated[int | None, typer.Option(help="Number of test samples.")]
+# --num-samples: torchrun's own parser reads every option of the command line and refuses --n as an ambiguous
+# prefix of its --nnodes/--nproc-per-node before attrobust runs; --n is kept for plain runs
+NOption = Annotated[int | None, typer.Option(
+    "--num-samples", "--n", help="Number of test samples (under torchrun: --num-samples; torchrun rejects --n).")]
 EpsOption = Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")]
 StepSizeOption = Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")]
 KOption = Annotated[int | None, typer.Option(
