@@ -268,6 +268,7 @@ def runs_command(
     db: DbOption = None,
 ) -> None:
     """List the recorded training runs and evaluations, newest first."""
+    dataset = None if dataset is None else data_lib.canonical_name(dataset)
     with open_store(db, create=False) as store:
         rows = store.runs(kind=kind, dataset=dataset, limit=limit)
     typer.echo(format_runs(rows) if rows else f"no runs recorded in {store.path} matching these filters")
@@ -287,6 +288,7 @@ def leaderboard_command(
 ) -> None:
     """Rank the models of a dataset by a metric within one evaluation protocol (each model's most recent result
     of it); the other protocols present are listed with how to select them."""
+    dataset = data_lib.canonical_name(dataset)  # fashion-mnist and fashion_mnist rank the same runs
     with open_store(db, create=False) as store:
         chosen = store.select_protocol(dataset, metric, protocol)
         rows = store.leaderboard(dataset, metric, descending=not ascending, limit=limit, protocol=protocol)

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from ..data import canonical_name
 from .config import EvalConfig, from_dict, merge, read_yaml, to_dict
 
 PROTOCOL_VERSION = 1
@@ -76,9 +77,11 @@ def config_dir() -> Path:
 
 
 def defaults_file(dataset: str | None) -> Path | None:
-    """``configs/defaults/<dataset>.yaml`` when it exists, else None (no paper protocol for this data)."""
+    """``configs/defaults/<dataset>.yaml`` when it exists, else None (no paper protocol for this data); any
+    spelling of a registered name finds its file (``fashion-mnist``: ``fashion_mnist.yaml``)."""
     if not dataset or any(c in dataset for c in "/\\") or dataset.startswith("."):
         return None
+    dataset = canonical_name(dataset)
     path = config_dir() / DEFAULTS_DIR / f"{dataset}.yaml"
     return path if path.is_file() else None
 
