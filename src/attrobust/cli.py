@@ -18,11 +18,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from . import __version__, attacks, attributions, objectives
+from . import __version__
 from . import data as data_lib
-from . import metrics as metrics_lib
 from . import models as models_lib
-from .experiments import distributed
+from .experiments import catalog, distributed
 from .experiments.audit import audit, load_factory, load_weights
 from .experiments.bench import config_dir, quickstart, table, table_names
 from .experiments.config import EvalConfig, TrainConfig, apply_overrides, load_yaml, merge, merge_yaml
@@ -155,25 +154,47 @@ def friendly(fn: F) -> F:
 
 def registries() -> dict[str, list[str]]:
     """Registered names of every layer: datasets, models, attributions, attacks, objectives, metrics."""
-    return {
-        "datasets": data_lib.DATASETS.names(),
-        "models": models_lib.MODELS.names(),
-        "attributions": attributions.ATTRIBUTIONS.names(),
-        "attacks": attacks.ATTACKS.names(),
-        "corruptions": attacks.CORRUPTIONS.names(),
-        "objectives": objectives.OBJECTIVES.names(),
-        "metrics": metrics_lib.METRICS.names(),
-        "evaluate --metrics": list(SUITE_METRICS),
-        "smoothing": models_lib.SMOOTHING_KINDS.names(),
-    }
+    names = {kind: registry.names() for kind, registry in catalog.KINDS.items()}
+    smoothing = names.pop("smoothing")
+    return {**names, "evaluate --metrics": list(SUITE_METRICS), "smoothing": smoothing}
 
 
 @app.command("list")
 @friendly
-def list_command() -> None:
-    """Show the registered datasets, models, attributions, attacks, objectives and metrics."""
-    for kind, names in registries().items():
-        typer.echo(f"{kind + ':':20s} {', '.join(names)}")
+def list_command(
+    kind: Annotated[str | None, typer.Argument(
+        help=f"Only this kind ({', '.join(catalog.KINDS)}), each entry with its summary and parameters.")] = None,
+    details: Annotated[
+        bool, typer.Option("--details", "-d", help="Every entry with its one-line summary and parameters.")
+    ] = False,
+) -> None:
+    """Show the registered datasets, models, attributions, attacks, objectives and metrics; with KIND or
+    --details each entry's one-line summary and its parameters with their defaults (`attrobust show NAME`: one)."""
+    if kind is not None:
+        typer.echo(catalog.format_kind(catalog.kind_of(kind)))
+        return
+    for group, names in registries().items():
+        if not details:
+            typer.echo(f"{group + ':':20s} {', '.join(names)}")
+        elif group in catalog.KINDS:
+            typer.echo(catalog.format_kind(group))
+        else:  # the suite's measures, set by the suite.* keys of the evaluation config
+            typer.echo(f"{group}: {', '.join(names)} (settings: the suite.* keys of the eval config)")
+    if not details:
+        typer.echo("\nattrobust list KIND (or --details): summaries and parameters; attrobust show NAME: one entry")
+
+
+@app.command("show")
+@friendly
+def show_command(
+    name: Annotated[str, typer.Argument(help="A registered name (attrobust list), e.g. trades+igr, ig, mnist.")],
+) -> None:
+    """What a registered name is and its parameters with their defaults (of every kind that has the name)."""
+    if name in SUITE_METRICS and not any(name in registry for registry in catalog.KINDS.values()):
+        typer.echo(f"{name} (measure of `attrobust evaluate --metrics`, composed by the evaluation suite)\n"
+                   "  settings: the suite.* keys of the evaluation config (--set suite.KEY=VALUE)")  # fmt: skip
+        return
+    typer.echo("\n\n".join(catalog.format_entry(entry) for entry in catalog.find(name)))
 
 
 @app.command("train")
