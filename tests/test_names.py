@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from attrobust import data, objectives
+from attrobust import cli, data, objectives
 from attrobust.cli import app
 from attrobust.experiments.config import DataConfig, EvalConfig, ObjectiveConfig, TrainConfig, from_dict
 from attrobust.experiments.protocol import defaults_file, eval_defaults
@@ -58,3 +58,11 @@ def test_objective_spellings_build_the_same_objective() -> None:
         objectives.create("trades_igr", nope=1)
     with pytest.raises(ValueError, match="unknown objective 'trades-igr'"):
         objectives.create("trades-igr")
+
+
+def test_bench_table_models_take_the_objective_spelling(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+    monkeypatch.setattr(cli, "table", lambda name, out_dir, budget, **kw: seen.update(name=name, models=kw["models"]))
+    result = runner.invoke(app, ["bench", "table", "igr_table2_mnist", "--models", "trades+igr, pgd_at_igr,natural"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"name": "igr_table2_mnist", "models": ["trades_igr", "pgd_at_igr", "natural"]}

@@ -437,7 +437,8 @@ def table_command(
     quiet: QuietOption = False,
 ) -> None:
     """Reproduce a source paper's table: train, evaluate, print ours and write the report beside the paper's."""
-    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    # the preset files name a composite with "_" (trades_igr.yaml); its objective's spelling trades+igr reads the same
+    chosen = [m.strip().replace("+", "_") for m in models.split(",") if m.strip()] if models else None
     table(name, out_dir, budget, models=chosen, force=force, progress=not quiet, echo=typer.echo)
 
 
