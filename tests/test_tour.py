@@ -54,7 +54,8 @@ def test_the_tour_names_the_calls_made_here() -> None:
     for call in ("ar.data.load(", "ar.models.load(", "ar.attributions.integrated_gradients(", "ar.attacks.pgd(",
                  "ar.attacks.ifia(", "ar.metrics.saliency_map(", "ar.attributions.saliency(", "ar.metrics.kendall_tau(",
                  "ar.metrics.topk_intersection(", "ar.objective(", "ar.insert_smoothing(", "ar.models.create(",
-                 "attrobust list", "attrobust train configs/quickstart_pgd_at.yaml", "attrobust evaluate",
+                 "attrobust list", "attrobust list objectives", "attrobust show trades+igr",
+                 "attrobust train configs/quickstart_pgd_at.yaml", "attrobust evaluate", "--num-samples",
                  "--metrics all", "attrobust bench tables", "attrobust runs", "attrobust leaderboard --dataset mnist",
                  "attrobust report"):  # fmt: skip
         assert call in text, call
@@ -87,9 +88,11 @@ def test_python_tour(runs: Path) -> None:
 def test_command_line_tour(runs: Path, tmp_path: Path) -> None:
     checkpoint = str(runs / "quickstart_pgd_at" / "model.pt")
     assert "evaluate --metrics" in invoke("list")
+    assert "\n  trades+igr: " in invoke("list", "objectives")
+    assert invoke("show", "trades+igr").startswith("trades+igr (objective)\n")
     small = ["--pgd-steps", "2", "--restarts", "1", "--quiet"]
-    out = invoke("evaluate", checkpoint, "--n", "4", "--k", "100", "--eps", "0.3", "--steps", "2", "--ig-steps", "2",
-                 *small)  # fmt: skip
+    out = invoke("evaluate", checkpoint, "--num-samples", "4", "--k", "100", "--eps", "0.3", "--steps", "2",
+                 "--ig-steps", "2", *small)  # fmt: skip
     assert re.search(r"^quickstart_pgd_at +\| ", out, re.MULTILINE)
     out = invoke("evaluate", checkpoint, "--metrics", "all", "--n", "2", "--steps", "1", "--ig-steps", "2", *small,
                  "--set", "suite.stability_samples=1", "--set", "suite.road_fractions=[0.5]",

@@ -18,11 +18,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from . import attacks, attributions, objectives
+from . import __version__
 from . import data as data_lib
-from . import metrics as metrics_lib
 from . import models as models_lib
-from .experiments import distributed
+from .experiments import catalog, distributed
 from .experiments.audit import audit, load_factory, load_weights
 from .experiments.bench import config_dir, quickstart, table, table_names
 from .experiments.bench import dry_run as bench_dry_run
@@ -53,6 +52,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    """``--version``: print ``attrobust <version>`` and stop before any command runs."""
+    if value:
+        typer.echo(f"attrobust {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Attributional robustness of image classifiers: train, attack attributions, evaluate."""
+
+
 bench_app = typer.Typer(help="Preset benchmarks (train + evaluate + table).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -67,7 +84,10 @@ DbOption = Annotated[
 ]
 NoDbOption = Annotated[bool, typer.Option("--no-db", help="Do not record the result in the results database.")]
 # options that several commands share
-NOption = Annotated[int | None, typer.Option(help="Number of test samples.")]
+# --num-samples: torchrun's own parser reads every option of the command line and refuses --n as an ambiguous
+# prefix of its --nnodes/--nproc-per-node before attrobust runs; --n is kept for plain runs
+NOption = Annotated[int | None, typer.Option(
+    "--num-samples", "--n", help="Number of test samples (under torchrun: --num-samples; torchrun rejects --n).")]
 EpsOption = Annotated[float | None, typer.Option(help="l_inf budget of both PGD and IFIA (pixels).")]
 StepSizeOption = Annotated[float | None, typer.Option(help="Step size of both PGD and IFIA.")]
 KOption = Annotated[int | None, typer.Option(
@@ -155,25 +175,47 @@ def friendly(fn: F) -> F:
 
 def registries() -> dict[str, list[str]]:
     """Registered names of every layer: datasets, models, attributions, attacks, objectives, metrics."""
-    return {
-        "datasets": data_lib.DATASETS.names(),
-        "models": models_lib.MODELS.names(),
-        "attributions": attributions.ATTRIBUTIONS.names(),
-        "attacks": attacks.ATTACKS.names(),
-        "corruptions": attacks.CORRUPTIONS.names(),
-        "objectives": objectives.OBJECTIVES.names(),
-        "metrics": metrics_lib.METRICS.names(),
-        "evaluate --metrics": list(SUITE_METRICS),
-        "smoothing": models_lib.SMOOTHING_KINDS.names(),
-    }
+    names = {kind: registry.names() for kind, registry in catalog.KINDS.items()}
+    smoothing = names.pop("smoothing")
+    return {**names, "evaluate --metrics": list(SUITE_METRICS), "smoothing": smoothing}
 
 
 @app.command("list")
 @friendly
-def list_command() -> None:
-    """Show the registered datasets, models, attributions, attacks, objectives and metrics."""
-    for kind, names in registries().items():
-        typer.echo(f"{kind + ':':20s} {', '.join(names)}")
+def list_command(
+    kind: Annotated[str | None, typer.Argument(
+        help=f"Only this kind ({', '.join(catalog.KINDS)}), each entry with its summary and parameters.")] = None,
+    details: Annotated[
+        bool, typer.Option("--details", "-d", help="Every entry with its one-line summary and parameters.")
+    ] = False,
+) -> None:
+    """Show the registered datasets, models, attributions, attacks, objectives and metrics; with KIND or
+    --details each entry's one-line summary and its parameters with their defaults (`attrobust show NAME`: one)."""
+    if kind is not None:
+        typer.echo(catalog.format_kind(catalog.kind_of(kind)))
+        return
+    for group, names in registries().items():
+        if not details:
+            typer.echo(f"{group + ':':20s} {', '.join(names)}")
+        elif group in catalog.KINDS:
+            typer.echo(catalog.format_kind(group))
+        else:  # the suite's measures, set by the suite.* keys of the evaluation config
+            typer.echo(f"{group}: {', '.join(names)} (settings: the suite.* keys of the eval config)")
+    if not details:
+        typer.echo("\nattrobust list KIND (or --details): summaries and parameters; attrobust show NAME: one entry")
+
+
+@app.command("show")
+@friendly
+def show_command(
+    name: Annotated[str, typer.Argument(help="A registered name (attrobust list), e.g. trades+igr, ig, mnist.")],
+) -> None:
+    """What a registered name is and its parameters with their defaults (of every kind that has the name)."""
+    if name in SUITE_METRICS and not any(name in registry for registry in catalog.KINDS.values()):
+        typer.echo(f"{name} (measure of `attrobust evaluate --metrics`, composed by the evaluation suite)\n"
+                   "  settings: the suite.* keys of the evaluation config (--set suite.KEY=VALUE)")  # fmt: skip
+        return
+    typer.echo("\n\n".join(catalog.format_entry(entry) for entry in catalog.find(name)))
 
 
 @app.command("train")
@@ -272,6 +314,7 @@ def runs_command(
     db: DbOption = None,
 ) -> None:
     """List the recorded training runs and evaluations, newest first."""
+    dataset = None if dataset is None else data_lib.canonical_name(dataset)
     with open_store(db, create=False) as store:
         rows = store.runs(kind=kind, dataset=dataset, limit=limit)
     typer.echo(format_runs(rows) if rows else f"no runs recorded in {store.path} matching these filters")
@@ -294,6 +337,7 @@ def leaderboard_command(
 ) -> None:
     """Rank the models of a dataset by a metric within one evaluation protocol (each model's most recent result
     of it); the other protocols present are listed with how to select them."""
+    dataset = data_lib.canonical_name(dataset)  # fashion-mnist and fashion_mnist rank the same runs
     names = [m.strip() for m in metric.split(",") if m.strip()]
     if not names:
         raise ValueError(f"--metric: expected one or more comma-separated metric names, got {metric!r}")
@@ -481,7 +525,8 @@ def table_command(
                                           "(NAME 'all': every table); train, evaluate and write nothing.")] = False,
 ) -> None:
     """Reproduce a source paper's table: train, evaluate, print ours and write the report beside the paper's."""
-    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    # the preset files name a composite with "_" (trades_igr.yaml); its objective's spelling trades+igr reads the same
+    chosen = [m.strip().replace("+", "_") for m in models.split(",") if m.strip()] if models else None
     if dry_run:
         for each in table_names() if name == "all" else [name]:
             bench_dry_run(each, budget, models=chosen, echo=typer.echo)

@@ -46,8 +46,18 @@ DATASETS: Registry = Registry("dataset", {
 })  # fmt: skip
 
 
+def canonical_name(name: str) -> str:
+    """The registered spelling of dataset ``name``: case and dashes do not matter (``fashion-mnist``,
+    ``Fashion_MNIST`` -> ``fashion_mnist``); any other string (an unknown name, a folder) comes back unchanged."""
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name: expected a str, got {type(name).__name__}")
+    key = name.strip().lower().replace("-", "_")
+    return key if key in DATASETS else name
+
+
 def load(name: str, split: str = "train", data_dir: str | Path | None = None, **kw: Any) -> ImageDataset:
-    """Load dataset ``name`` (one of ``DATASETS.names()``) for ``split`` in ``("train", "test")``.
+    """Load dataset ``name`` (one of ``DATASETS.names()``, in any spelling :func:`canonical_name` reads) for
+    ``split`` in ``("train", "test")``.
 
     Returns an :class:`ImageDataset` (images float32 ``(N, C, H, W)`` in [0, 1], labels int64 ``(N,)``).
     ``data_dir`` overrides where on-disk datasets are looked up; extra keyword arguments go to the loader
@@ -55,7 +65,7 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, **
     ``max_per_class`` for the image-folder datasets). An unknown name, split or keyword argument raises
     ``ValueError`` listing the valid ones.
     """
-    loader = DATASETS.get(name)
+    loader = DATASETS.get(canonical_name(name))
     check_choice(split, "split", SPLITS)
     _check_loader_options(name, loader, kw)
     return loader(split=split, data_dir=data_dir, **kw)
@@ -89,6 +99,7 @@ __all__ = [
     "ImageDataset",
     "augmentation_pipeline",
     "balance_by_augmentation",
+    "canonical_name",
     "load",
     "load_cifar10",
     "load_cub",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from .. import data as data_lib
+from .. import objectives as objectives_lib
 from .._checks import check_finite_floats
 from ..data import ImageDataset
 from .yamlio import (
@@ -119,6 +120,8 @@ class DataConfig:
     balance_by_augmentation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.name, str):  # one spelling of a registered name: fashion-mnist is stored as fashion_mnist
+            self.name = data_lib.canonical_name(self.name)
         _check_min(self.train_subset, "data.train_subset", 1)
         _check_min(self.test_subset, "data.test_subset", 0)
         _check_balance(self.balance_by_augmentation)
@@ -152,6 +155,10 @@ class ObjectiveConfig:
 
     name: str = "natural"
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.name, str):  # one spelling: trades_igr is stored as trades+igr
+            self.name = objectives_lib.canonical_name(self.name)
 
 
 @dataclass
@@ -397,6 +404,8 @@ class EvalConfig:
     examples: int = 4  # saliency examples stored for the report's grid (experiments.examples); 0 stores none
 
     def __post_init__(self) -> None:
+        if isinstance(self.dataset, str):
+            self.dataset = data_lib.canonical_name(self.dataset)
         _nested(self, "pgd", PGDEvalConfig)
         _nested(self, "ifia", IFIAEvalConfig)
         _nested(self, "suite", SuiteConfig)

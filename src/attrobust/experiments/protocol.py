@@ -32,6 +32,7 @@ results of the same protocol; otherwise the new results go beside it, named ``<s
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from typing import Any
 
 import torch
 
+from ..data import canonical_name
 from .config import EvalConfig, from_dict, merge, read_yaml, to_dict
 
 PROTOCOL_VERSION = 1
@@ -53,21 +55,33 @@ _FLAGS = {"eps": "--eps", "step_size": "--step-size", "k": "--k"}
 
 
 def config_dir() -> Path:
-    """Directory of the YAML presets: ``$ATTROBUST_CONFIGS`` or the repository's ``configs/``."""
+    """Directory of the YAML presets: ``$ATTROBUST_CONFIGS`` when set; else the presets installed inside the
+    package (``attrobust/configs``: ``pip install .`` ships the repository's ``configs/`` there, see
+    ``setup.py``); else the source checkout's ``configs/`` (running from ``src/`` or an editable install)."""
     env = os.environ.get("ATTROBUST_CONFIGS")
-    path = Path(env) if env else Path(__file__).resolve().parents[3] / "configs"
-    if not path.is_dir():
-        raise ValueError(
-            f"preset directory not found: {path}; run from a source checkout (pip install -e .) or set "
-            "ATTROBUST_CONFIGS to the directory holding the configs/*.yaml presets"
-        )
-    return path
+    if env:
+        candidates = [Path(env)]
+    else:
+        installed = importlib.resources.files("attrobust") / "configs"
+        # a package imported from a zip archive has no directory of presets to glob: the checkout is the fallback
+        candidates = [installed] if isinstance(installed, Path) else []
+        candidates.append(Path(__file__).resolve().parents[3] / "configs")
+    for path in candidates:
+        if path.is_dir():
+            return path
+    tried = ", ".join(str(p) for p in candidates)
+    raise ValueError(
+        f"preset directory not found: expected the configs/*.yaml presets in {tried}; reinstall attrobust "
+        "(pip install . ships them inside the package) or set ATTROBUST_CONFIGS to the directory holding them"
+    )
 
 
 def defaults_file(dataset: str | None) -> Path | None:
-    """``configs/defaults/<dataset>.yaml`` when it exists, else None (no paper protocol for this data)."""
+    """``configs/defaults/<dataset>.yaml`` when it exists, else None (no paper protocol for this data); any
+    spelling of a registered name finds its file (``fashion-mnist``: ``fashion_mnist.yaml``)."""
     if not dataset or any(c in dataset for c in "/\\") or dataset.startswith("."):
         return None
+    dataset = canonical_name(dataset)
     path = config_dir() / DEFAULTS_DIR / f"{dataset}.yaml"
     return path if path.is_file() else None
 

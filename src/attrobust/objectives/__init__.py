@@ -3,8 +3,10 @@
 ``x`` is float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; ``loss`` is a differentiable scalar and
 ``logs`` a ``dict[str, float]`` with at least ``"loss"`` and ``"acc"``. Build one with
 ``create(name, **params)`` (an unknown name or parameter raises ``ValueError`` listing the valid ones);
-``OBJECTIVES.names()`` lists the registered ones. Each objective is a frozen dataclass whose fields are its
-hyper-parameters, validated when it is built; ``repr(objective)`` (``objective.describe()``) shows them.
+``OBJECTIVES.names()`` lists the registered ones. Composites are spelled ``trades+igr`` (``trades_igr``, the
+spelling of preset files and run names, is read as the same: :func:`canonical_name`). Each objective is a frozen
+dataclass whose fields are its hyper-parameters, validated when it is built; ``repr(objective)``
+(``objective.describe()``) shows them.
 
 The house (each file imports only ``_base`` of this package and the lower layers: attacks, attributions, models,
 ``_checks``, ``_registry``):
@@ -63,7 +65,7 @@ TRADES and MART in eval mode (``model.eval()`` for the search). Models without n
 nets) are untouched: their losses are bit-identical to the plain computation.
 """
 
-from ._base import OBJECTIVES, Budget, BudgetedObjective, Objective, create
+from ._base import OBJECTIVES, Budget, BudgetedObjective, Objective, canonical_name, create
 from .adversarial import MART, PGDAT, TRADES, Natural, mart, natural, pgd_at, trades
 from .curvature import SSR, InputGradientReg, input_gradient_reg, input_hessian_top_eigenvalue, ssr
 from .gradient_alignment import ART, art
@@ -88,6 +90,7 @@ __all__ = [
     "Objective",
     "adv_aat",
     "art",
+    "canonical_name",
     "create",
     "ig_norm",
     "ig_sum_norm",

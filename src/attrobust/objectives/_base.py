@@ -210,12 +210,25 @@ class BudgetedObjective(Objective):
         return self.warmup.fraction
 
 
+def canonical_name(name: str) -> str:
+    """The registered spelling of objective ``name``. A composite is registered and shown as ``<base>+igr`` (the
+    base objective plus a regulariser, as the papers write it); ``<base>_igr``, the spelling of file and run
+    names, reads as the same objective. Any other string comes back unchanged."""
+    if not isinstance(name, str):
+        raise TypeError(f"objective name: expected a str, got {type(name).__name__}")
+    if name in OBJECTIVES:
+        return name
+    return next((n for n in OBJECTIVES.names() if n.replace("+", "_") == name), name)
+
+
 def create(name: str, **params: Any) -> Objective:
-    """Build the registered objective ``name`` with its hyper-parameters ``params``.
+    """Build the registered objective ``name`` (in any spelling :func:`canonical_name` reads) with its
+    hyper-parameters ``params``.
 
     An unknown name or parameter raises ``ValueError`` listing the valid ones (for a composite such as
     ``trades+igr``: its own and its base's).
     """
+    name = canonical_name(name)
     factory = OBJECTIVES.get(name)
     valid = factory.parameters(params)
     unknown = sorted(set(params) - set(valid))

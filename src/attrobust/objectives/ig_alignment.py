@@ -9,6 +9,7 @@ cross-entropy plus a Pearson-correlation loss between IG maps. Conventions (redu
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -122,7 +123,19 @@ class IGRFactory:
         more = [] if isinstance(base, Objective) else OBJECTIVES.get(base).parameters(rest)
         return list(dict.fromkeys([*own, *more]))
 
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """IGR's own keyword parameters with their defaults, then the base's (what ``inspect.signature`` and
+        ``attrobust list`` show); for ``igr`` the ``base`` parameter first, default ``"pgd_at"``."""
+        fields = inspect.signature(IGR).parameters.values()
+        own = [p.replace(default="pgd_at") if p.name == "base" else p for p in fields
+               if p.name != "base" or self.base is None]  # fmt: skip
+        more = inspect.signature(OBJECTIVES.get(self.base_of({}))).parameters.values()
+        return inspect.Signature(list({p.name: p for p in [*own, *more]}.values()), return_annotation=IGR)
+
     def __call__(self, **params: Any) -> IGR:
+        """IGR (IGR paper eq. 3): the base objective's loss + ``lam * (1 - cos(IG(x), IG(x~)))``. ``x~`` is the
+        base's adversarial example; the keyword parameters are IGR's own and the base's."""
         base = self.base_of(params)
         own = {k: params.pop(k) for k in IGR.parameters() if k in params and k != "base"}
         params.pop("base", None)
