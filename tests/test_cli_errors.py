@@ -90,6 +90,8 @@ CASES = [
     ("bench quickstart: bad budget", lambda r: ["bench", "quickstart", "--budget", "x", "--out-dir", str(r / "b")],
      "budget"),
     ("demo: bad budget", lambda r: ["demo", "--budget", "x", "--out-dir", str(r / "b")], "budget"),
+    ("show: unknown name", lambda r: ["show", "nope"], "expected a registered name"),
+    ("list: unknown kind", lambda r: ["list", "nope"], "nope"),
 ]
 
 
