@@ -439,15 +439,17 @@ def table_command(
     quiet: QuietOption = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each run's resolved settings and estimated cost "
                                           "(NAME 'all': every table); train, evaluate and write nothing.")] = False,
+    device: Annotated[str | None, typer.Option(
+        help="Run every training and evaluation on this device (e.g. cuda) instead of the presets' cpu.")] = None,
 ) -> None:
     """Reproduce a source paper's table: train, evaluate, print ours and write the report beside the paper's."""
     # the preset files name a composite with "_" (trades_igr.yaml); its objective's spelling trades+igr reads the same
     chosen = [m.strip().replace("+", "_") for m in models.split(",") if m.strip()] if models else None
     if dry_run:
         for each in table_names() if name == "all" else [name]:
-            bench_dry_run(each, budget, models=chosen, echo=typer.echo)
+            bench_dry_run(each, budget, models=chosen, echo=typer.echo, device=device)
         return
-    table(name, out_dir, budget, models=chosen, force=force, progress=not quiet, echo=typer.echo)
+    table(name, out_dir, budget, models=chosen, force=force, progress=not quiet, echo=typer.echo, device=device)
 
 
 @bench_app.command("tables")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -342,14 +342,20 @@ def table(
     presets: str | Path | None = None,
     echo: Callable[[str], None] = print,
     report: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Reproduce a source paper's table: train (or reuse) and evaluate its models, print ours and write the report
     with the published figures beside ours (``<out_dir>/<table>_<budget>_report/``). Returns like :func:`quickstart`.
     The ``paper`` budget needs a GPU and the real dataset; ``cpu`` shrinks every model to run on two cores.
+    ``device`` (e.g. ``"cuda"``) replaces the presets' ``device`` in every training and evaluation (the
+    evaluation protocol's fingerprint does not include the device).
     """
     t0 = time.perf_counter()
     runs, _, published = table_configs(name, out_dir, budget, presets, models)
     evals = table_evaluations(name, budget, presets)
+    if device is not None:
+        runs = [(label, replace(cfg, device=device)) for label, cfg in runs]
+        evals = [(what, replace(cfg, device=device)) for what, cfg in evals]
     name = name.replace("-", "_")
     preset = _Preset(name, Path(out_dir) / f"{name}_{budget}_report", f"attrobust: {name}", published or None, report,
                      echo)  # fmt: skip
