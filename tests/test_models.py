@@ -533,3 +533,23 @@ def test_loaded_model_feeds_softplus(tmp_path):
     assert not smooth.training
     with torch.no_grad():
         assert math.isclose(float((smooth(x) - model(x)).abs().max()), 0.0, abs_tol=1e-2)
+
+
+def test_resnet18_imagenet_stem_is_the_standard_224_network() -> None:
+    # He et al.'s ResNet-18 of 224x224 inputs: a 7x7 conv of stride 2 and a 3x3 max-pool of stride 2 before the
+    # blocks, so the blocks see 56x56 maps (4x smaller than the CIFAR stem's) and the last one 7x7
+    imagenet = create("resnet18", 10, in_channels=3, input_size=224, stem="imagenet")
+    cifar = create("resnet18", 10, in_channels=3, input_size=224)
+    x = torch.rand(1, 3, 224, 224)
+    seen = {}
+    for name in ("stem", "layer1", "layer4"):
+        getattr(imagenet, name).register_forward_hook(lambda _m, _i, out, n=name: seen.__setitem__(n, out.shape))
+    assert imagenet(x).shape == (1, 10)
+    assert (seen["stem"][-1], seen["layer1"][-1], seen["layer4"][-1]) == (56, 56, 7)
+    # the only weights that differ: the first conv's 7x7 kernels against 3x3
+    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n_params(imagenet) - n_params(cifar) == (7 * 7 - 3 * 3) * 3 * 64
+    assert imagenet.spec["stem"] == "imagenet" and cifar.spec["stem"] == "cifar"
+    assert create(**imagenet.spec).spec == imagenet.spec
+    with pytest.raises(ValueError, match="stem: expected one of 'cifar', 'imagenet'"):
+        create("resnet18", 10, in_channels=3, input_size=32, stem="vit")

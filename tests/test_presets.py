@@ -376,3 +376,20 @@ def test_quickstart_keeps_its_own_ifia_protocol(budget: str) -> None:
     assert (ifia.k, ifia.eval_k, ifia.reported_k, ifia.random_start, ifia.restart_from) == (
         200, None, 200, True, "random")  # fmt: skip
     assert ifia.restarts == (1 if budget == "cpu" else 3)
+
+
+def test_a_file_switching_architecture_drops_the_options_only_the_old_one_takes(tmp_path: Path) -> None:
+    # the ImageNette CPU variants swap the paper's ResNet-18 (stem: imagenet) for a small WRN, keeping smoothing
+    (tmp_path / "base.yaml").write_text("model: {name: resnet18, kwargs: {stem: imagenet, smoothing: "
+                                        "[{kind: mean, kernel: 3}]}}\n")  # fmt: skip
+    (tmp_path / "small.yaml").write_text("extends: base.yaml\nmodel: {name: wrn, kwargs: {depth: 10, width: 1}}\n")
+    (tmp_path / "same.yaml").write_text("extends: base.yaml\nmodel: {kwargs: {stem: cifar}}\n")
+    assert read_yaml(tmp_path / "small.yaml")["model"] == {
+        "name": "wrn", "kwargs": {"smoothing": [{"kind": "mean", "kernel": 3}], "depth": 10, "width": 1}}
+    assert read_yaml(tmp_path / "same.yaml")["model"]["kwargs"] == {
+        "stem": "cifar", "smoothing": [{"kind": "mean", "kernel": 3}]}
+    for model in ("n", "e"):
+        assert preset("fms_table1_imagenette", f"{model}_cpu").model.name == "wrn"
+        # appendix A: "We use the standard ResNet-18 model architecture"
+        assert preset("fms_table1_imagenette", model).model.kwargs["stem"] == "imagenet"
+    assert "smoothing" in preset("fms_table1_imagenette", "e_cpu").model.kwargs

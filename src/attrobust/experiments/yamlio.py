@@ -187,7 +187,8 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
     A file may start from other files: ``extends: base.yaml`` (or a list of files, applied in order; paths
     relative to the extending file) deep-merges the file's own keys over the bases', so a preset's ``_cpu``
-    variant states only what it shrinks. A cycle of ``extends`` is an error.
+    variant states only what it shrinks; a file that names another model drops the base's model ``kwargs``. A
+    cycle of ``extends`` is an error.
     """
     path = Path(path)
     if not path.is_file():
@@ -212,8 +213,23 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ValueError(f"{path}: extends: expected a file name or a list of file names, got {bases!r}")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = deep_merge(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
-    return deep_merge(merged, data)
+        merged = _merge_files(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
+    return _merge_files(merged, data)
+
+
+def _merge_files(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    """:func:`deep_merge` of an extending file's keys over its base's, except that a file naming another model
+    than its base drops the base's ``kwargs`` that only the base's architecture takes (a ResNet's ``stem`` means
+    nothing to a WRN, which would refuse it); options of every model (``smoothing``) and those both take stay."""
+    old, new = base.get("model"), upd.get("model")
+    if isinstance(old, dict) and isinstance(new, dict) and "name" in new and new["name"] != old.get("name"):
+        from ..models import architecture_options
+
+        kwargs = old.get("kwargs")
+        if isinstance(kwargs, dict):
+            only_old = architecture_options(old.get("name")) - architecture_options(new["name"])
+            base = {**base, "model": {**old, "kwargs": {k: v for k, v in kwargs.items() if k not in only_old}}}
+    return deep_merge(base, upd)
 
 
 def load_yaml(cls: type[C], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> C:

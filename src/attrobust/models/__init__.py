@@ -7,7 +7,7 @@ Tensor contract: models map float ``(N, C, H, W)`` images in [0, 1] to logits ``
 
 from attrobust.models.checkpoint import check_finite_weights, first_nonfinite, load, save
 from attrobust.models.modes import batch_dependent, eval_norm, train_mode_layers
-from attrobust.models.nets import MODELS, create
+from attrobust.models.nets import MODELS, architecture_options, create
 from attrobust.models.normalization import with_normalization
 from attrobust.models.normalize import Normalize
 from attrobust.models.smoothing import SMOOTHING_KINDS, SmoothingBlock
@@ -19,6 +19,7 @@ __all__ = [
     "SMOOTHING_KINDS",
     "Normalize",
     "SmoothingBlock",
+    "architecture_options",
     "batch_dependent",
     "check_finite_weights",
     "create",

@@ -48,6 +48,18 @@ def _options(name: str, builder: Builder, kw: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **kw}
 
 
+def architecture_options(name: Any) -> set[str]:
+    """The keyword options of the registered model ``name``'s own builder (``{"depth", "width", "dropout"}`` for
+    ``wrn``), not those of :func:`create` that every model takes; the empty set for an unknown name."""
+    try:
+        builder = MODELS.get(name) if isinstance(name, str) else None
+    except ValueError:
+        builder = None
+    if builder is None:
+        return set()
+    return {p for p in inspect.signature(builder).parameters if p not in _CORE}
+
+
 def create(
     name: str,
     num_classes: int = 10,
@@ -208,10 +220,22 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
+RESNET_STEMS = ("cifar", "imagenet")
+
+
 @MODELS.register("resnet18")
-def resnet18(num_classes: int, in_channels: int, input_size: int) -> Layers:
-    """CIFAR ResNet-18: 3x3 stem (no max-pool), BasicBlocks 64/128/256/512 x2, global average pool, fc."""
-    layers: Layers = [("stem", nn.Sequential(_conv3(in_channels, 64), nn.BatchNorm2d(64), nn.ReLU()))]
+def resnet18(num_classes: int, in_channels: int, input_size: int, stem: str = "cifar") -> Layers:
+    """ResNet-18: stem, BasicBlocks 64/128/256/512 x2, global average pool, fc. ``stem="cifar"``: one 3x3 conv
+    (stride 1, no max-pool; for 32x32 inputs); ``"imagenet"``: He et al.'s 7x7 conv of stride 2 and a 3x3 max-pool
+    of stride 2 (the standard ResNet-18 of 224x224 inputs, 4x smaller feature maps, about 1/13 of the cost)."""
+    if stem not in RESNET_STEMS:
+        raise ValueError(f"model 'resnet18': stem: expected one of {', '.join(map(repr, RESNET_STEMS))}, got {stem!r}")
+    if stem == "cifar":
+        first = nn.Sequential(_conv3(in_channels, 64), nn.BatchNorm2d(64), nn.ReLU())
+    else:
+        first = nn.Sequential(nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64),
+                              nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1))  # fmt: skip
+    layers: Layers = [("stem", first)]
     cin = 64
     for i, (cout, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)], start=1):
         layers.append((f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout))))
