@@ -473,6 +473,11 @@ def test_cli_runs_and_leaderboard(populated: Path, monkeypatch: pytest.MonkeyPat
     assert lines[0].split(" | ")[:3] == ["id", "kind    ", "created (UTC)      "]
     assert [line.split("|")[0].strip() for line in lines[2:]] == ["8", "7", "6", "5", "4", "3", "2", "1"]
     assert "topk=0.3000" in lines[6]
+    # each row names its protocol: metrics of different fingerprints are not comparable
+    header = [c.strip() for c in lines[0].split(" | ")]
+    stored = {r["id"]: r["protocol"] or "-" for r in open_store(populated).runs()}
+    cells = {int(line.split("|")[0]): line.split(" | ")[header.index("protocol")].strip() for line in lines[2:]}
+    assert cells == stored and any(v != "-" for v in cells.values())
     only = runner.invoke(app, ["runs", "--db", str(populated), "--kind", "train", "--limit", "1"])
     assert only.exit_code == 0 and len(only.output.splitlines()) == 3 and "stopped" in only.output
     none = runner.invoke(app, ["runs", "--db", str(populated), "--dataset", "svhn"])

@@ -93,15 +93,18 @@ def _when(created: Any) -> str:
 
 
 def format_runs(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table of :meth:`~attrobust.experiments.results.store.Store.runs` rows printed by ``attrobust runs``."""
+    """The table of :meth:`~attrobust.experiments.results.store.Store.runs` rows printed by ``attrobust runs``;
+    ``protocol`` is an evaluation's fingerprint (``-`` for training runs and evaluations without one): the metrics
+    of rows with different fingerprints were measured differently and are not comparable."""
     columns = ("id", "kind", "created (UTC)", "name", "dataset", "model", "objective", "seed", "status", "seconds",
-               "metrics")  # fmt: skip
+               "protocol", "metrics")  # fmt: skip
     body = []
     for r in rows:
         metrics = " ".join(f"{k}={r['metrics'][k]:.4f}" for k in LISTED_METRICS if k in r.get("metrics", {}))
         body.append([
             str(r["id"]), r["kind"], _when(r["created_at"]), _fmt(r["name"]), _fmt(r["dataset"]), _fmt(r["model"]),
-            _fmt(r["objective"]), _fmt(r["seed"]), r["status"], _fmt(r["duration_s"], 1), metrics or "-",
+            _fmt(r["objective"]), _fmt(r["seed"]), r["status"], _fmt(r["duration_s"], 1), _fmt(r.get("protocol")),
+            metrics or "-",
         ])  # fmt: skip
     return text_table(columns, body)
 
