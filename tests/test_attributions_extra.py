@@ -398,3 +398,22 @@ def test_explainer_any_range_and_checked(tiny_cnn, tiny_batch):
         checked(tiny_cnn, x, y)
     with pytest.raises(ValueError, match="finite"):
         explainer(lambda m, xx, yy: xx / 0.0, checked=True)(tiny_cnn, x, y)
+
+
+def test_explainer_hands_a_generator_to_the_random_methods_only() -> None:
+    from attrobust.attributions import explainer, saliency
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+    )
+    x, y = torch.rand(2, 3, 4, 4), torch.tensor([0, 1])
+    assert explainer("saliency", generator=torch.Generator().manual_seed(0)) is saliency
+    maps = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        fn = explainer("smoothgrad", n=4, generator=torch.Generator().manual_seed(0))
+        maps.append(fn(model, x, y))
+    assert torch.equal(maps[0], maps[1])
+    other = explainer("smoothgrad", n=4, generator=torch.Generator().manual_seed(5))(model, x, y)
+    assert not torch.equal(other, maps[0])

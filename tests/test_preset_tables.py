@@ -44,6 +44,9 @@ def test_smoothing_tables_evaluate_what_the_paper_reports(table: str) -> None:
         assert (ev.n, ev.sample, ev.skip_pgd, ev.skip_ifia) == (1000, "seeded_correct", True, True)
         assert {"gini", "ris", "ros", "rrs", "road"} <= set(ev.metrics)
         assert len(ev.suite.road_fractions) == 5
+        # section 4.1: ROAD_AUC averages the drop of "the classifier's output probability for the originally
+        # predicted class"
+        assert ev.suite.road_output == "probability"
     # nothing of the smoothing tables attacks an attribution, on either budget
     assert all(ev.skip_ifia for _, ev in bench.table_evaluations(table, "cpu"))
     text = (CONFIGS / table / "_eval.vg.yaml").read_text()

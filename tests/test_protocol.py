@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +186,22 @@ def test_eval_k_and_restart_from_change_the_fingerprint_and_are_printed() -> Non
 @pytest.mark.parametrize(("change", "message"), [
     ("ifia.eval_k=0", "ifia.eval_k: expected a value >= 1"),
     ("ifia.restart_from=noise", "ifia.restart_from: expected one of 'random', 'clean'"),
+    ("ifia.attribution=salency", "ifia.attribution: expected one of .*saliency"),
+    ("ifia.dissimilarity=kendall", "ifia.dissimilarity: expected one of 'topk', 'mass_center', 'random'"),
 ])  # fmt: skip
 def test_bad_eval_k_and_restart_from_are_refused(change: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         apply_overrides(from_dict(EvalConfig, FAST_CFG), [change])
     with pytest.raises(ValueError, match=r"ifia\.restart_from: expected"):  # built directly, not from YAML
         IFIAEvalConfig(restart_from="noise")  # type: ignore[arg-type]
+
+
+def test_an_attribution_object_in_an_evaluation_config_is_refused_at_once() -> None:
+    # the protocol is stored as JSON and names its method: a Captum object used to fail at the end, writing results
+    from captum.attr import Saliency
+
+    with pytest.raises(ValueError, match=r"ifia\.attribution: expected the name of a registered attribution"):
+        IFIAEvalConfig(attribution=Saliency)  # type: ignore[arg-type]
 
 
 def test_every_config_field_is_in_the_protocol_or_argued_out() -> None:
@@ -297,3 +308,16 @@ def test_version_1_database_gains_the_protocol_of_its_evaluations(tmp_path: Path
         assert evaluation["protocol"] == _fp(eval_cfg) and training["protocol"] is None
         assert evaluation["config"]["protocol"]["ifia"]["k"] == 8
         assert [r["protocol"] for r in store.leaderboard("synthetic")] == [_fp(eval_cfg)]
+
+
+def test_the_protocol_line_names_ig_points_only_where_the_attacked_map_is_ig() -> None:
+    # ig_steps reach integrated gradients only (attributions.explainer); the field stays in the fingerprint
+    base = from_dict(EvalConfig, FAST_CFG)
+    said = {}
+    for name in ("ig", "integrated_gradients", "saliency", "smoothgrad"):
+        cfg = replace(base, ifia=replace(base.ifia, attribution=name))
+        protocol = protocol_lib.describe(cfg, DATA)
+        said[name] = protocol_lib.summary(protocol)
+        assert protocol["ifia"]["ig_steps"] == base.ifia.ig_steps
+    assert all(f"{base.ifia.ig_steps} IG points" in said[n] for n in ("ig", "integrated_gradients"))
+    assert not any("IG points" in said[n] for n in ("saliency", "smoothgrad"))

@@ -148,3 +148,47 @@ def test_curve_metrics_are_recorded_in_the_database(checkpoint: Path, tmp_path: 
         names = set(store.example_values(res["db"]["run_id"]))
     fractions = len(FAST["suite"]["road_fractions"])
     assert {f"metrics.road_curve[{j}]" for j in range(fractions)} <= names
+
+
+def test_a_random_attribution_gives_the_same_numbers_for_the_same_protocol(checkpoint: Path) -> None:
+    # SmoothGrad draws its noise from the evaluation's seeded streams (the suite's per batch, the attack's), never
+    # from torch's global state: the same protocol gives the same numbers whatever ran before
+    cfg = from_dict(EvalConfig, {**FAST, "n": 6, "ifia": {**FAST["ifia"], "attribution": "smoothgrad"},
+                                 "metrics": ["gini", "ris"]})  # fmt: skip
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        res = evaluate(checkpoint, cfg, progress=False, out=checkpoint.parent / f"sg{global_seed}.json", db=False)
+        runs.append((res["per_example"]["metrics"], res["per_example"]["ifia"]["kendall"]))
+    assert runs[0] == runs[1]
+    other = evaluate(checkpoint, cfg.__class__(**{**cfg.__dict__, "seed": 7}), progress=False,
+                     out=checkpoint.parent / "sg7.json", db=False)  # fmt: skip
+    assert other["per_example"]["metrics"]["gini"] != runs[0][0]["gini"]  # the seed does reach the noise
+
+
+def test_road_records_the_probability_of_the_label_when_asked(checkpoint: Path, tmp_path: Path) -> None:
+    # the smoothing paper's ROAD_AUC averages the drop of the predicted class's probability (section 4.1)
+    from attrobust.experiments.report import write_report
+    from attrobust.models.checkpoint import load
+
+    cfg = from_dict(EvalConfig, {**FAST, "n": 6, "skip_pgd": True, "skip_ifia": True, "metrics": ["road"],
+                                 "suite": {**FAST["suite"], "road_output": "probability"}})  # fmt: skip
+    res = evaluate(checkpoint, cfg, progress=False, out=tmp_path / "p.json", db=False)
+    assert "road" not in res and res["road_probability"]["fractions"] == [0.2, 0.5]
+    # the oracle: the metric itself on the first batch's images and maps
+    ds = data.load("synthetic", "test", n=96, size=8, num_classes=3)
+    net = load(checkpoint)[0].eval()
+    x, y = ds.images[:6], ds.labels[:6]
+    maps = integrated_gradients(net, x, y, steps=3)
+    gen = torch.Generator().manual_seed(suite.derive_seed(0, "road/0"))
+    curve = metrics.faithfulness.road(net, x[:4], y[:4], maps[:4], fractions=[0.2, 0.5], output="probability",
+                                      generator=gen)  # fmt: skip
+    assert res["per_example"]["metrics"]["road"][:4] == pytest.approx(curve.auc.tolist(), abs=1e-6)
+    accuracy = from_dict(EvalConfig, {**FAST, "n": 6, "skip_pgd": True, "skip_ifia": True, "metrics": ["road"]})
+    acc = evaluate(checkpoint, accuracy, progress=False, out=tmp_path / "a.json", db=False)
+    assert "road_probability" not in acc and set(acc["road"]) == {"fractions", "accuracy"}
+    assert acc["protocol_fingerprint"] != res["protocol_fingerprint"]
+    _, md = write_report({"p": res}, tmp_path / "report")
+    assert "ROAD: probability of the label" in md.read_text()
+    with pytest.raises(ValueError, match=r"suite\.road_output: expected .*'probability'"):
+        from_dict(EvalConfig, {"suite": {"road_output": "logit"}})

@@ -142,7 +142,8 @@ def ifia(
         check_positive(step_size, "step_size (with eps > 0)")
     check_int(restarts, "restarts")
     warn_if_training(model)
-    attr = explainer(attribution, ig_steps=ig_steps, **(attribution_options or {}))
+    options = dict(attribution_options or {})  # a random method draws from ``generator`` unless given its own
+    attr = explainer(attribution, ig_steps=ig_steps, generator=options.pop("generator", generator), **options)
 
     with model_mode(model, mode), model_input_errors(model, x):
         surrogate = model if beta is None else softplus(model, beta)

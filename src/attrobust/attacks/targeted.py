@@ -107,7 +107,7 @@ def targeted_manipulation(
     if eps is not None:
         check_positive(eps, "eps")
     warn_if_training(model)
-    attr = explainer(attribution, ig_steps=ig_steps)
+    attr = explainer(attribution, ig_steps=ig_steps, generator=generator)
 
     with model_mode(model, mode), model_input_errors(model, x):
         clean = saliency_map(attr(model, x, y))

@@ -1,14 +1,15 @@
 """The one way to turn an attribution method's name (plus options) into a function.
 
 :func:`explainer` is what attacks, metrics and the evaluation suite call instead of building their own
-``functools.partial``: it looks a name up in the registry (or takes a callable as is), binds the options, applies
-an ``ig_steps`` default to integrated gradients only, and can give the version without the [0, 1] check or one
-that validates every result.
+``functools.partial``: it looks a name up in the registry (or takes a callable as is), binds the options,
+applies an ``ig_steps`` default to integrated gradients only and a ``generator`` to the random methods only, and
+can give the version without the [0, 1] check or one that validates every result.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ def explainer(
     /,
     *,
     ig_steps: int | None = None,
+    generator: torch.Generator | None = None,
     any_range: bool = False,
     checked: bool = False,
     **options: Any,
@@ -39,6 +41,10 @@ def explainer(
             ``steps`` (how configs and attacks state the IG budget); ignored by every other method, e.g.
             ``explainer("ig", ig_steps=cfg.ig_steps)`` is ``integrated_gradients(..., steps=cfg.ig_steps)``
             and ``explainer("saliency", ig_steps=cfg.ig_steps)`` is ``saliency`` itself.
+        generator: the random stream of a method that draws (SmoothGrad's noise, GradientSHAP's baselines and
+            points: any method with a ``generator`` parameter); ignored by the deterministic methods. Without
+            it a random method draws from torch's global random state, so a caller that must give the same
+            numbers for the same seed (an evaluation) passes one.
         any_range: return the version without the [0, 1] check of ``x`` (same values on [0, 1]), for points
             outside the image range on purpose (``x + eps v`` of the bounds); only ``saliency``,
             ``input_x_gradient`` and ``integrated_gradients`` have one (``ValueError`` otherwise).
@@ -64,6 +70,8 @@ def explainer(
         )
     if ig_steps is not None and fn is integrated_gradients:
         options.setdefault("steps", ig_steps)
+    if generator is not None and _draws(fn):
+        options["generator"] = generator
     if any_range:
         fn = unchecked(fn)
         if fn is None:
@@ -74,6 +82,14 @@ def explainer(
     if options:
         fn = functools.partial(fn, **options)
     return _checked(fn) if checked else fn
+
+
+def _draws(fn: Attribution) -> bool:
+    """Whether ``fn`` takes a ``generator`` (a random method)."""
+    try:
+        return "generator" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        return False
 
 
 def _checked(fn: Attribution) -> Attribution:

@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Literal
 from .. import data as data_lib
 from .. import objectives as objectives_lib
 from .._checks import check_finite_floats
+from ..attacks.attribution import DISSIMILARITIES
+from ..attributions.registry import ATTRIBUTIONS
 from ..data import ImageDataset
 from .yamlio import (
     apply_overrides,
@@ -347,6 +349,23 @@ class IFIAEvalConfig:
         _check_min(self.restarts, "ifia.restarts", 1)
         if self.beta is not None and not self.beta > 0:
             raise ValueError(f"ifia.beta: expected a value > 0 or null, got {self.beta!r}")
+        _check_attribution(self.attribution)
+        if self.dissimilarity not in DISSIMILARITIES:
+            expected = ", ".join(map(repr, DISSIMILARITIES))
+            raise ValueError(f"ifia.dissimilarity: expected one of {expected}, got {self.dissimilarity!r}")
+
+
+def _check_attribution(name: Any) -> None:
+    """``ifia.attribution`` must name a registered method: the protocol is stored as JSON and names its
+    attribution, so an object (a Captum method, a callable) cannot stand in an evaluation's config."""
+    if not isinstance(name, str):
+        raise ValueError(
+            f"ifia.attribution: expected the name of a registered attribution ({', '.join(ATTRIBUTIONS.names())}), "
+            f"got a {type(name).__name__}; a Captum method or a callable is measured with the metrics' explain= "
+            "(attrobust.metrics) or attrobust.attributions.explainer, outside an evaluation config"
+        )
+    if name not in ATTRIBUTIONS.names():
+        raise ValueError(f"ifia.attribution: expected one of {', '.join(ATTRIBUTIONS.names())}, got {name!r}")
 
 
 @dataclass
@@ -354,7 +373,9 @@ class SuiteConfig:
     """Settings of the extra metrics (``EvalConfig.metrics``; see :mod:`attrobust.experiments.suite`).
 
     ``stability_samples`` neighbours uniform in an l_inf ball of ``stability_noise`` for RIS/ROS/RRS (the
-    smoothing paper's appendix I.2); ``road_fractions`` of pixels removed by ROAD; ``ssim_sigmas``: Gaussian
+    smoothing paper's appendix I.2); ``road_fractions`` of pixels removed by ROAD and ``road_output``, what its
+    curve records (``accuracy``: Rong et al.'s curves; ``probability``: the softmax probability of the label, the
+    smoothing paper's ROAD_AUC, section 4.1); ``ssim_sigmas``: Gaussian
     input-noise levels of the SSIM-under-noise curve; ``corruption_severity`` (1-5) of the corruptions;
     ``bound_attribution`` (``saliency``, ``input_x_gradient``, ``integrated_gradients``) whose deviation the upper
     bounds cover, on a Softplus(``ifia.beta``) copy (``bound_beta`` when ``ifia.beta`` is unset)."""
@@ -362,6 +383,7 @@ class SuiteConfig:
     stability_samples: int = 10
     stability_noise: float = 0.05
     road_fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    road_output: Literal["accuracy", "probability"] = "accuracy"
     ssim_sigmas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3])
     corruption_severity: int = 3
     bound_attribution: str = "saliency"
@@ -374,6 +396,8 @@ class SuiteConfig:
             raise ValueError(f"suite.corruption_severity: expected 1..5, got {self.corruption_severity}")
         if not self.road_fractions or not all(0 <= f < 1 for f in self.road_fractions):
             raise ValueError(f"suite.road_fractions: expected fractions in [0, 1), got {self.road_fractions!r}")
+        if self.road_output not in ("accuracy", "probability"):
+            raise ValueError(f"suite.road_output: expected 'accuracy' or 'probability', got {self.road_output!r}")
 
 
 @dataclass

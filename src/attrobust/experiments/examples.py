@@ -26,7 +26,6 @@ the config; nothing of the rest of the pipeline. Images follow the package contr
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +37,7 @@ from torch import nn
 
 from .. import data as data_lib
 from .._files import atomic_write
-from ..attributions import explainer, get_attribution
+from ..attributions import explainer
 from ..metrics import saliency_map
 from .config import EvalConfig
 
@@ -85,10 +84,8 @@ class SaliencyExamples:
 def _attribution(config: EvalConfig, device: torch.device, seed: int) -> Callable[..., torch.Tensor]:
     """The evaluation's attribution (its IG points); a random method draws from a generator seeded with ``seed``,
     so the global random state is left untouched (the evaluation's numbers do not depend on the examples)."""
-    options: dict[str, Any] = {}
-    if "generator" in inspect.signature(get_attribution(config.ifia.attribution)).parameters:
-        options["generator"] = torch.Generator(device=device).manual_seed(seed)
-    return explainer(config.ifia.attribution, ig_steps=config.ifia.ig_steps, **options)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return explainer(config.ifia.attribution, ig_steps=config.ifia.ig_steps, generator=generator)
 
 
 def wanted(parts: Iterable[Mapping[str, Any]], config: EvalConfig) -> bool:

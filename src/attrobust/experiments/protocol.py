@@ -232,6 +232,19 @@ def _eval_k(ifia: Mapping[str, Any]) -> str:
     return "" if eval_k is None or eval_k == ifia.get("k") else f" (top-{eval_k} intersection reported)"
 
 
+def _ig_points(ifia: Mapping[str, Any]) -> str:
+    """``"<n> IG points, "`` when the attacked attribution is integrated gradients, else ``""``: the IG points
+    (``ig_steps``) reach no other method (:func:`attrobust.attributions.explainer`); the field stays in the
+    protocol, so the fingerprint does not depend on the method's name."""
+    from ..attributions import get_attribution, integrated_gradients
+
+    try:
+        uses_ig = get_attribution(str(ifia.get("attribution"))) is integrated_gradients
+    except ValueError:  # not a registered name (e.g. a callable's): say it rather than guess
+        uses_ig = True
+    return f"{ifia.get('ig_steps')} IG points, " if uses_ig else ""
+
+
 def lines(protocol: Mapping[str, Any], fp: str | None = None) -> list[str]:
     """A few human-readable lines stating ``protocol`` (attack, eps, steps, step size, k, IG points, surrogate
     beta, restarts and their start, sample selection, n); the first names the fingerprint ``fp`` when given."""
@@ -258,7 +271,7 @@ def lines(protocol: Mapping[str, Any], fp: str | None = None) -> list[str]:
         out.append(
             f"{what} {i.get('dissimilarity')} on {i.get('attribution')}: k {i.get('k')}{_eval_k(i)}, "
             f"eps {_fmt(i.get('eps'))}, "
-            f"{i.get('steps')} steps of {_fmt(i.get('step_size'))}, {i.get('ig_steps')} IG points, surrogate "
+            f"{i.get('steps')} steps of {_fmt(i.get('step_size'))}, {_ig_points(i)}surrogate "
             f"softplus beta {beta}, {_runs(i)}" + ("" if skipped else "; correctly classified samples only")
         )
     if protocol.get("metrics"):

@@ -117,8 +117,11 @@ class Batch:
         return torch.Generator(device=self.x.device).manual_seed(derive_seed(self.config.seed, f"{name}/{self.index}"))
 
     def explain(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The evaluation's attribution ``(M, C, H, W)`` of ``x`` for the labels ``y``."""
-        return explainer(self.config.ifia.attribution, ig_steps=self.config.ifia.ig_steps)(model, x, y)
+        """The evaluation's attribution ``(M, C, H, W)`` of ``x`` for the labels ``y``; a random method
+        (SmoothGrad) draws from the batch's ``explain`` stream, the same draws for every call of the batch (the
+        clean and the compared maps share their noise), so its numbers are a function of the protocol."""
+        cfg = self.config.ifia
+        return explainer(cfg.attribution, ig_steps=cfg.ig_steps, generator=self.generator("explain"))(model, x, y)
 
     def clean_maps(self) -> torch.Tensor:
         if "clean" not in self._cache:
@@ -228,8 +231,9 @@ def _perturbation_curve(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]
     def run(batch: Batch) -> dict[str, torch.Tensor]:
         maps = batch.clean_maps()
         if name == "road":
-            res = faithfulness.road(batch.model, batch.x, batch.y, maps, fractions=batch.config.suite.road_fractions,
-                                    generator=batch.generator(name))  # fmt: skip
+            suite = batch.config.suite
+            res = faithfulness.road(batch.model, batch.x, batch.y, maps, fractions=suite.road_fractions,
+                                    output=suite.road_output, generator=batch.generator(name))  # fmt: skip
         else:
             res = getattr(faithfulness, name)(batch.model, batch.x, batch.y, maps)
         return {name: _column(res.auc), f"{name}_curve": _column(res.curve)}
@@ -293,8 +297,10 @@ def summarize(columns: dict[str, list[Any]], config: EvalConfig, attribution: st
         t = torch.tensor([float("nan") if v is None else v for v in values], dtype=torch.float64)
         if key.endswith("_curve"):
             means = [float(c[torch.isfinite(c)].mean()) if torch.isfinite(c).any() else None for c in t.T]
-            if key == "road_curve":
-                curves["road"] = {"fractions": list(config.suite.road_fractions), "accuracy": {attribution: means}}
+            if key == "road_curve":  # the accuracy curve under "road", the probability's under "road_probability"
+                output = config.suite.road_output
+                block = {"fractions": list(config.suite.road_fractions), output: {attribution: means}}
+                curves["road" if output == "accuracy" else "road_probability"] = block
             elif key == "ssim_noise_curve":
                 curves["ssim_noise"] = {"sigma": list(config.suite.ssim_sigmas), "ssim": {attribution: means}}
             else:

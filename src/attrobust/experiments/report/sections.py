@@ -43,6 +43,9 @@ CURVES: tuple[CurveSpec, ...] = (
                       ("pgd_acc", "PGD accuracy"))),
     CurveSpec("road", "ROAD: accuracy after removing the most relevant pixels", x="fractions",
               xlabel="fraction of pixels removed", ylabel="accuracy", series="accuracy"),
+    CurveSpec("road_probability", "ROAD: probability of the label after removing the most relevant pixels",
+              x="fractions", xlabel="fraction of pixels removed", ylabel="probability of the label",
+              series="probability"),
     CurveSpec("ssim_noise", "SSIM of saliency maps under input noise", x="sigma", xlabel="noise std",
               ylabel="SSIM", series="ssim"),
 )  # fmt: skip
