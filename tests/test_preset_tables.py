@@ -206,3 +206,32 @@ def test_a_table_with_further_evaluations_runs_each_and_reports(tmp_path: Path) 
     again = bench.table("tiny_table", tmp_path / "runs", "paper", presets=tmp_path / "presets", progress=False,
                         echo=out.append, report=False)  # fmt: skip
     assert again["tables"] == res["tables"]  # both evaluations reused, each from its own results file
+
+
+def test_a_further_evaluation_that_attacks_gets_the_papers_columns_and_its_published_figures(tmp_path: Path) -> None:
+    # the RAR appendix's Table 4: the table's IFIA on simple-gradient maps, published as "<model> [sg]"
+    folder = tmp_path / "presets" / "tiny_table"
+    folder.mkdir(parents=True)
+    (folder / "natural.yaml").write_text(
+        "name: tiny_table_natural\ndata: {name: synthetic, kwargs: {n: 48, size: 8, num_classes: 3}}\n"
+        "model: {name: small_cnn}\nsteps: 3\nbatch_size: 8\nlog_every: 1\n")  # fmt: skip
+    (folder / "_eval.yaml").write_text("n: 6\nbatch_size: 6\nskip_ifia: true\npgd: {eps: 0.1, step_size: 0.05, "
+                                       "steps: 2}\nexamples: 0\n")  # fmt: skip
+    (folder / "_eval.sg.yaml").write_text("extends: _eval.yaml\nskip_pgd: true\nskip_ifia: false\nifia: "
+                                          "{attribution: saliency, k: 8, eps: 0.1, step_size: 0.05, steps: 2, "
+                                          "restarts: 1}\n")  # fmt: skip
+    (folder / "_published.yaml").write_text('natural: {natural_acc: 0.9}\n"natural [sg]": {topk: 0.1664, '
+                                            'kendall: 0.0107}\n"other [sg]": {topk: 0.5}\n')  # fmt: skip
+    _, _, published = bench.table_configs("tiny_table", tmp_path / "runs", "paper", tmp_path / "presets")
+    assert set(published) == {"natural", "natural [sg]"}  # a further row of a model not run is left out
+    res = bench.table("tiny_table", tmp_path / "runs", "paper", presets=tmp_path / "presets", progress=False,
+                      echo=lambda _: None)  # fmt: skip
+    header = [c.strip() for c in res["tables"]["sg"].splitlines()[0].split("|")]
+    assert header == ["model", "natural acc", "PGD acc", "top-k", "Kendall", "no-valid"]
+    summary = res["results"]["natural [sg]"]["summary"]
+    assert summary["pgd_acc"] is None and summary["topk"] is not None
+    row = res["tables"]["sg"].splitlines()[2]
+    assert f"{summary['topk']:.4f}" in row and f"{summary['kendall']:.4f}" in row
+    md = (res["report"][0].parent / "report.md").read_text()
+    sg_line = next(line for line in md.splitlines() if line.startswith("| natural \\[sg\\] |"))  # markdown-escaped
+    assert "0.1664" in sg_line and f"{summary['topk'] - 0.1664:+.4f}" in sg_line

@@ -3,6 +3,7 @@ builds its objective, states the papers' hyper-parameters, and the MNIST CPU var
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,13 @@ def test_published_figures_load_and_name_a_preset_of_their_table(table: str) -> 
     _, rows = results_table({}, figures)  # the report's reader accepts them
     assert len(rows) == len(figures)
     models = {p.stem for p in (CONFIGS / table).glob("*.yaml") if not p.stem.startswith("_")}
-    assert set(figures) <= models, f"{table}: published rows without a preset: {set(figures) - models}"
+    # "<model> [<label>]": the figures of a further evaluation _eval.<label>.yaml (its results' name)
+    named = {str(key).split(" [")[0] for key in figures}
+    assert named <= models, f"{table}: published rows without a preset: {named - models}"
+    for key in figures:
+        if " [" in str(key):
+            label = str(key).split(" [")[1].rstrip("]")
+            assert (CONFIGS / table / f"_eval.{label}.yaml").is_file(), f"{table}: {key!r} names no evaluation"
     assert all(0.0 <= v <= 1.0 for row in figures.values() for v in row.values()), "fractions, not percentages"
 
 
@@ -227,6 +234,27 @@ def test_published_accuracies_are_the_papers(table: str, rows: dict) -> None:
     for model, (natural, pgd) in rows.items():
         got = published(table)[model]
         assert (got["natural_acc"], got["pgd_acc"]) == pytest.approx((natural / 100, pgd / 100))
+
+
+@pytest.mark.parametrize(("table", "rows"), [
+    # RAR paper appendix C.5 Table 4: IN (%) and CO of NATURAL, Madry et al. and IG-SUM-NORM on simple-gradient maps
+    ("rar_mnist", {"natural": (16.64, 0.0107), "pgd_at": (47.95, 0.2524), "ig_sum_norm": (61.67, 0.2918)}),
+    ("rar_fmnist", {"natural": (21.55, 0.0734), "pgd_at": (58.37, 0.3947), "ig_sum_norm": (54.91, 0.3674)}),
+])  # fmt: skip
+def test_rar_table4_simple_gradient_rows_are_the_papers(table: str, rows: dict) -> None:
+    for model, (topk, kendall) in rows.items():
+        assert published(table)[f"{model} [sg]"] == pytest.approx({"topk": topk / 100, "kendall": kendall})
+
+
+@pytest.mark.parametrize("table", ["rar_mnist", "rar_fmnist"])
+def test_rar_table4_is_the_table_protocol_on_simple_gradient_maps(table: str) -> None:
+    # appendix C.5: "The experiment settings are the same as previous ones except that we use SG to compute
+    # feature importance map ... and also in the Iterative Feature Importance Attacks (IFIA)"
+    evals = dict(bench.table_evaluations(table, "paper"))
+    main, sg = evals[""], evals["sg"]
+    assert sg.ifia.attribution == "saliency" and main.ifia.attribution == "ig"
+    assert replace(sg.ifia, attribution="ig") == main.ifia
+    assert (sg.n, sg.sample, sg.skip_ifia, sg.skip_pgd) == (main.n, main.sample, False, True)  # NA/AA: _eval.yaml
 
 
 def test_art_gtsrb_and_flower_rar_rows_train_as_the_rar_paper() -> None:

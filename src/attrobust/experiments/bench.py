@@ -155,14 +155,17 @@ def _train_and_evaluate(
                 echo(f"{name}: reused {results_path}")
             bar.update(_STAGE_WEIGHT["evaluate"])
             all_results[name] = results
-            rows[what].append(table_row(label, results) if not what else _metric_row(label, results, eval_cfg))
+            rows[what].append(table_row(label, results) if not what else _further_row(label, results, eval_cfg))
     return rows, all_results
 
 
-def _metric_row(label: str, results: dict[str, Any], eval_cfg: EvalConfig) -> dict[str, str]:
-    """The row of a further evaluation: the model, its samples and the mean of each suite metric asked for."""
+def _further_row(label: str, results: dict[str, Any], eval_cfg: EvalConfig) -> dict[str, str]:
+    """The row of a further evaluation: the papers' columns (:func:`table_row`) when it runs PGD or IFIA (e.g.
+    the RAR appendix's IFIA on simple-gradient maps), else the model and its samples; then the mean of each suite
+    metric asked for."""
     found = results["summary"].get("metrics") or {}
-    row = {"model": label, "n": str(results["summary"]["n"])}
+    attacks = not (eval_cfg.skip_pgd and eval_cfg.skip_ifia)
+    row = table_row(label, results) if attacks else {"model": label, "n": str(results["summary"]["n"])}
     for metric in eval_cfg.metrics:
         mean = (found.get(metric) or {}).get("mean")
         row[metric] = "-" if mean is None else f"{mean:.4f}"
@@ -240,7 +243,7 @@ def _run_preset(
         echo(f"[{what}] {protocol}" if what else protocol)
     bar = _stage_bar(len(runs), preset.report, progress, preset.name, len(evals))
     rows, all_results = _train_and_evaluate(runs, evals, force=force, progress=progress, echo=echo, bar=bar)
-    tables = {what: format_table(rows[what]) if not what else text_table(list(rows[what][0]), [
+    tables = {what: format_table(rows[what]) if "top-k" in rows[what][0] else text_table(list(rows[what][0]), [
         list(r.values()) for r in rows[what]], trim=False) for what in rows}  # fmt: skip
     for what, protocol in protocols.items():
         echo(f"\n[{what}] {protocol}\n" if what else f"\n{protocol}\n")
@@ -302,7 +305,8 @@ def table_configs(
     eval_cfg = _table_eval(folder, "_eval", runs[0][1].data.name, budget)
     published_path = folder / "_published.yaml"
     published = (yaml.safe_load(published_path.read_text()) or {}) if published_path.is_file() else {}
-    return runs, eval_cfg, {m: v for m, v in published.items() if m in chosen}
+    # a further evaluation's figures are keyed "<model> [<label>]" (the name of its results)
+    return runs, eval_cfg, {m: v for m, v in published.items() if str(m).split(" [")[0] in chosen}
 
 
 def _table_eval(folder: Path, stem: str, dataset: str, budget: str) -> EvalConfig:
