@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from torch import nn
 
 from attrobust import models
@@ -13,6 +14,7 @@ from attrobust.experiments.protocol import eval_defaults
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 IGR = CONFIGS / "igr_table2_mnist"
+RAR = CONFIGS / "rar_mnist"
 
 
 def resolved_eval(path: Path) -> EvalConfig:
@@ -39,17 +41,30 @@ def test_igr_reproduction_evaluates_at_the_papers_protocol_except_n() -> None:
     assert (repro.pgd.steps, repro.pgd.eps) == (20, 0.3)
 
 
-def test_reproduction_shortens_only_training() -> None:
-    paper = load_yaml(TrainConfig, IGR / "natural.yaml")
-    repro = load_yaml(TrainConfig, IGR / "natural_repro_cpu.yaml")
-    assert repro.model == paper.model and repro.model.name == "cnn4"
+def test_rar_reproduction_is_appendix_table4_unchanged() -> None:
+    # the RAR reproduction evaluates with the table's simple-gradient evaluation as it is, n included
+    cfg = resolved_eval(RAR / "_eval.sg.yaml")
+    assert cfg.n == 1000 and cfg.sample == resolved_eval(RAR / "_eval.yaml").sample
+    # RAR section 5 and the Figure 3 caption: 200-pixel attack, top-100 intersection reported, eps 0.3, IFIA of
+    # 100 steps of 0.01 run three times from the clean image; appendix Table 4 ranks simple-gradient maps
+    ifia = cfg.ifia
+    assert (ifia.attribution, ifia.k, ifia.reported_k, ifia.eps, ifia.steps, ifia.step_size) == (
+        "saliency", 200, 100, 0.3, 100, 0.01)  # fmt: skip
+    assert (ifia.restarts, ifia.restart_from) == (3, "clean")
+
+
+@pytest.mark.parametrize(("folder", "architecture"), [(IGR, "cnn4"), (RAR, "mnist_cnn")])
+def test_reproduction_shortens_only_training(folder: Path, architecture: str) -> None:
+    paper = load_yaml(TrainConfig, folder / "natural.yaml")
+    repro = load_yaml(TrainConfig, folder / "natural_repro_cpu.yaml")
+    assert repro.model == paper.model and repro.model.name == architecture
     assert (repro.data, repro.objective, repro.seed, repro.batch_size) == (
         paper.data, paper.objective, paper.seed, paper.batch_size)  # fmt: skip
     steps_per_epoch = 60_000 // repro.batch_size  # MNIST's training set
     length = repro.steps if repro.steps is not None else repro.epochs * steps_per_epoch
     paper_length = paper.steps if paper.steps is not None else paper.epochs * steps_per_epoch
     assert length < paper_length
-    assert "Only training is shortened" in (IGR / "natural_repro_cpu.yaml").read_text()
+    assert "Only training is shortened" in (folder / "natural_repro_cpu.yaml").read_text()
 
 
 def test_igr_architecture_is_four_conv_and_three_fc() -> None:
