@@ -183,14 +183,21 @@ def test_data_shape_follows_the_data_section() -> None:
         cost.data_shape({"name": "cub"})
 
 
-def test_a_table_with_further_evaluations_runs_each_and_reports(tmp_path: Path) -> None:
+def tiny_table(tmp_path: Path, n: int) -> Path:
+    """A table ``tiny_table`` under ``tmp_path/presets``: one tiny natural model, an ``_eval.yaml`` of ``n``
+    synthetic images with PGD only; returns its folder."""
     folder = tmp_path / "presets" / "tiny_table"
     folder.mkdir(parents=True)
     (folder / "natural.yaml").write_text(
         "# a tiny run\nname: tiny_table_natural\ndata: {name: synthetic, kwargs: {n: 48, size: 8, num_classes: 3}}\n"
         "model: {name: small_cnn}\nsteps: 3\nbatch_size: 8\nlog_every: 1\n")  # fmt: skip
-    (folder / "_eval.yaml").write_text("n: 12\nbatch_size: 6\nskip_ifia: true\npgd: {eps: 0.1, step_size: 0.05, "
+    (folder / "_eval.yaml").write_text(f"n: {n}\nbatch_size: 6\nskip_ifia: true\npgd: {{eps: 0.1, step_size: 0.05, "
                                        "steps: 2}\nexamples: 0\n")  # fmt: skip
+    return folder
+
+
+def test_a_table_with_further_evaluations_runs_each_and_reports(tmp_path: Path) -> None:
+    folder = tiny_table(tmp_path, n=12)
     (folder / "_eval.vg.yaml").write_text("extends: _eval.yaml\nn: 5\nsample: seeded_correct\nskip_pgd: true\n"
                                           "ifia: {attribution: saliency}\nmetrics: [gini, road]\n")  # fmt: skip
     out: list[str] = []
@@ -210,13 +217,7 @@ def test_a_table_with_further_evaluations_runs_each_and_reports(tmp_path: Path) 
 
 def test_a_further_evaluation_that_attacks_gets_the_papers_columns_and_its_published_figures(tmp_path: Path) -> None:
     # the RAR appendix's Table 4: the table's IFIA on simple-gradient maps, published as "<model> [sg]"
-    folder = tmp_path / "presets" / "tiny_table"
-    folder.mkdir(parents=True)
-    (folder / "natural.yaml").write_text(
-        "name: tiny_table_natural\ndata: {name: synthetic, kwargs: {n: 48, size: 8, num_classes: 3}}\n"
-        "model: {name: small_cnn}\nsteps: 3\nbatch_size: 8\nlog_every: 1\n")  # fmt: skip
-    (folder / "_eval.yaml").write_text("n: 6\nbatch_size: 6\nskip_ifia: true\npgd: {eps: 0.1, step_size: 0.05, "
-                                       "steps: 2}\nexamples: 0\n")  # fmt: skip
+    folder = tiny_table(tmp_path, n=6)
     (folder / "_eval.sg.yaml").write_text("extends: _eval.yaml\nskip_pgd: true\nskip_ifia: false\nifia: "
                                           "{attribution: saliency, k: 8, eps: 0.1, step_size: 0.05, steps: 2, "
                                           "restarts: 1}\n")  # fmt: skip
