@@ -192,3 +192,28 @@ def test_road_records_the_probability_of_the_label_when_asked(checkpoint: Path, 
     assert "ROAD: probability of the label" in md.read_text()
     with pytest.raises(ValueError, match=r"suite\.road_output: expected .*'probability'"):
         from_dict(EvalConfig, {"suite": {"road_output": "logit"}})
+
+
+def test_deletion_and_insertion_curves_are_stored_with_their_fractions_and_drawn(checkpoint: Path,
+                                                                                 tmp_path: Path) -> None:
+    # the curves used to be stored as bare means with no x axis, so the report could draw only their AUC
+    from attrobust.experiments.report import write_report
+    from attrobust.models.checkpoint import load
+
+    cfg = from_dict(EvalConfig, {**FAST, "n": 4, "skip_pgd": True, "skip_ifia": True,
+                                 "metrics": ["deletion", "insertion"]})  # fmt: skip
+    res = evaluate(checkpoint, cfg, progress=False, out=tmp_path / "d.json", db=False)
+    ds = data.load("synthetic", "test", n=96, size=8, num_classes=3)
+    net = load(checkpoint)[0].eval()
+    x, y = ds.images[:4], ds.labels[:4]
+    maps = integrated_gradients(net, x, y, steps=3)
+    for name in ("deletion", "insertion"):
+        oracle = getattr(metrics.faithfulness, name)(net, x, y, maps)  # the metric with its own defaults
+        stored = res[name]
+        assert stored["fractions"] == pytest.approx(list(metrics.faithfulness.CURVE_FRACTIONS))
+        curve = stored["probability"][cfg.ifia.attribution]
+        assert curve == pytest.approx(oracle.curve.mean(0).tolist(), abs=1e-6)
+        assert res["per_example"]["metrics"][name] == pytest.approx(oracle.auc.tolist(), abs=1e-6)
+    _, md = write_report({"d": res}, tmp_path / "report")
+    text = md.read_text()
+    assert "Deletion: probability of the label" in text and "Insertion: probability of the label" in text

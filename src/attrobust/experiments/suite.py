@@ -235,7 +235,8 @@ def _perturbation_curve(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]
             res = faithfulness.road(batch.model, batch.x, batch.y, maps, fractions=suite.road_fractions,
                                     output=suite.road_output, generator=batch.generator(name))  # fmt: skip
         else:
-            res = getattr(faithfulness, name)(batch.model, batch.x, batch.y, maps)
+            res = getattr(faithfulness, name)(batch.model, batch.x, batch.y, maps,
+                                              fractions=faithfulness.CURVE_FRACTIONS)  # what summarize records
         return {name: _column(res.auc), f"{name}_curve": _column(res.curve)}
 
     return run
@@ -290,7 +291,8 @@ def run_batch(batch: Batch, names: list[str]) -> dict[str, list[Any]]:
 def summarize(columns: dict[str, list[Any]], config: EvalConfig, attribution: str,
               kendall: list[float] | None) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """Summary statistics of every per-example column (count, mean, std, median, quartiles over the finite
-    values) and the curves the report draws (``road``, ``ssim_noise``), from the merged columns."""
+    values) and the curves the report draws (``road`` or ``road_probability``, ``deletion``, ``insertion``,
+    ``ssim_noise``), from the merged columns."""
     summary: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     for key, values in columns.items():
@@ -303,6 +305,9 @@ def summarize(columns: dict[str, list[Any]], config: EvalConfig, attribution: st
                 curves["road" if output == "accuracy" else "road_probability"] = block
             elif key == "ssim_noise_curve":
                 curves["ssim_noise"] = {"sigma": list(config.suite.ssim_sigmas), "ssim": {attribution: means}}
+            elif key in ("deletion_curve", "insertion_curve"):  # the probability of the label, at fixed fractions
+                fractions = list(faithfulness.CURVE_FRACTIONS)
+                curves[key[: -len("_curve")]] = {"fractions": fractions, "probability": {attribution: means}}
             else:
                 curves[key[: -len("_curve")]] = {"mean": means}
         else:

@@ -46,6 +46,12 @@ CURVES: tuple[CurveSpec, ...] = (
     CurveSpec("road_probability", "ROAD: probability of the label after removing the most relevant pixels",
               x="fractions", xlabel="fraction of pixels removed", ylabel="probability of the label",
               series="probability"),
+    CurveSpec("deletion", "Deletion: probability of the label as the most relevant pixels turn black",
+              x="fractions", xlabel="fraction of pixels deleted", ylabel="probability of the label",
+              series="probability"),
+    CurveSpec("insertion", "Insertion: probability of the label as the most relevant pixels enter a blurred copy",
+              x="fractions", xlabel="fraction of pixels inserted", ylabel="probability of the label",
+              series="probability"),
     CurveSpec("ssim_noise", "SSIM of saliency maps under input noise", x="sigma", xlabel="noise std",
               ylabel="SSIM", series="ssim"),
 )  # fmt: skip
