@@ -4,7 +4,8 @@ matrix of bad inputs, raises ``ValueError`` or ``TypeError`` whose message says 
 Every registered name is covered automatically: its kind (the registry it is in, or its metric kind) says which
 inputs it takes and which bad inputs apply; ``CALLS`` gives each name its (cheap) options, and a registered name
 without an entry fails ``test_every_registered_name_has_a_call``. ``NOT_APPLICABLE`` says, per kind, which cases
-do not apply and why. Every call is first made with good inputs, so a refusal comes from the bad input.
+do not apply and why. The public measures outside the registries (ROAD, deletion, insertion, the bounds) are
+listed in ``UNREGISTERED``. Every call is first made with good inputs, so a refusal comes from the bad input.
 """
 
 import inspect
@@ -15,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from attrobust import objectives
+from attrobust import metrics, objectives
 from attrobust.attacks import ATTACKS
 from attrobust.attributions import ATTRIBUTIONS
 from attrobust.metrics import METRIC_KINDS, METRICS
@@ -233,6 +234,29 @@ METRIC_OPTIONS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+def _with_maps(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(model, x, y, maps, ...)`` called as ``(model, x, y, ...)``: the maps, a fixed ramp of ``x``'s shape and
+    device, follow ``x`` so the bad input is the image's (a map that disagrees with ``x`` is another case)."""
+
+    def call(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **options: Any) -> Any:
+        maps = torch.arange(x.numel(), dtype=torch.float32, device=x.device).reshape(x.shape)
+        return fn(model, x, y, maps, **options)
+
+    return call
+
+
+# the public measures outside the METRICS registry (they take the model and more than one map or a budget), with
+# the options of a cheap call; every case of the "model" kind applies to them
+UNREGISTERED: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "road": (_with_maps(metrics.road), {"fractions": [0.2, 0.5]}),
+    "deletion": (_with_maps(metrics.deletion), {"fractions": [0.0, 0.5, 1.0]}),
+    "insertion": (_with_maps(metrics.insertion), {"fractions": [0.0, 0.5, 1.0]}),
+    **{name: (getattr(metrics, name), {"eps": 0.1, "beta": 5.0, "iters": 2})
+       for name in ("euclidean_bound", "modified_euclidean_bound", "cosine_bound")},
+    "linf_bound": (metrics.linf_bound, {"eps": 0.1, "beta": 5.0}),
+}  # fmt: skip
+
+
 def _registered() -> dict[str, tuple[str, Callable[..., Any] | None, dict[str, Any] | None]]:
     """Every registered name as ``"<registry>:<name>" -> (kind, function, options)`` (options None: no entry)."""
     out: dict[str, tuple[str, Callable[..., Any] | None, dict[str, Any] | None]] = {}
@@ -249,6 +273,8 @@ def _registered() -> dict[str, tuple[str, Callable[..., Any] | None, dict[str, A
         out[f"objective:{name}"] = ("model", None if params is None else objectives.create(name, **params), {})
     for name in METRICS.names():
         out[f"metric:{name}"] = (METRIC_KINDS[name], METRICS.get(name), METRIC_OPTIONS.get(name))
+    for name, (fn, options) in UNREGISTERED.items():
+        out[f"measure:{name}"] = ("model", fn, options)
     return out
 
 

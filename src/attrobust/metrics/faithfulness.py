@@ -37,9 +37,9 @@ from attrobust._checks import (
     check_choice,
     check_int,
     check_labels,
-    check_logits,
     check_model_batch,
     check_positive,
+    model_logits,
     warn_if_training,
 )
 from attrobust.metrics.imputation import NEIGHBOUR_WEIGHTS, noisy_linear_impute
@@ -171,7 +171,7 @@ def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, output: st
 def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, output: str) -> torch.Tensor:
     """Per-example output ``(N,)``: 1.0/0.0 correctness of the arg-max (``accuracy``) or the probability of ``y``."""
     with torch.no_grad():
-        logits = check_logits(model(x), x.shape[0])
+        logits = model_logits(model, x)  # an image the model was not built for: a ValueError naming both
         check_labels(y, x.shape[0], logits.shape[1])
         if output == "accuracy":
             return (logits.argmax(1) == y).to(x.dtype)
