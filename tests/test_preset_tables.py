@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,17 @@ def test_cost_counts_passes_from_the_protocol() -> None:
     ifia = ev.ifia.restarts * ev.ifia.steps * 3 * ev.ifia.ig_steps
     assert cost.eval_passes(ev) == pytest.approx(1 / 3 + ev.pgd.steps + ifia)
     assert cost.evaluation(ev, cfg, "cuda").images == ev.n
+
+
+def test_cost_of_ifia_counts_the_attacked_maps_passes() -> None:
+    # RAR appendix Table 4 attacks simple-gradient maps: one pass per map, whatever ig_steps says (unused there)
+    sg = dict(bench.table_evaluations("rar_mnist", "paper"))["sg"]
+    assert sg.ifia.attribution == "saliency" and sg.skip_pgd
+    assert cost.eval_passes(sg) == pytest.approx(1 / 3 + sg.ifia.restarts * sg.ifia.steps * 3)
+    smooth = replace(sg, ifia=replace(sg.ifia, attribution="smoothgrad"))
+    assert cost.eval_passes(smooth) == pytest.approx(1 / 3 + sg.ifia.restarts * sg.ifia.steps * 3 * 50)
+    curves = replace(sg, skip_ifia=True, metrics=["deletion", "insertion"])
+    assert cost.eval_passes(curves) == pytest.approx(1 / 3 + 2 * 11 / 3)  # 11 fractions, a forward pass each
 
 
 @pytest.mark.parametrize(("table", "model"), [("rar_mnist", "natural"), ("fms_table1_cifar10", "m2"),

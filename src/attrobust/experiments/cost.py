@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .. import models as models_lib
+from ..metrics.faithfulness import CURVE_FRACTIONS
 from .config import EvalConfig, TrainConfig, to_dict
 
 # (train images, test images, classes, channels, side) of the standard splits the loaders read; Flower-17's
@@ -162,9 +163,9 @@ def eval_passes(config: EvalConfig) -> float:
     total = FORWARD
     if not config.skip_pgd:
         total += config.pgd.steps
-    if not config.skip_ifia:
-        total += config.ifia.restarts * config.ifia.steps * (DOUBLE + 1) * config.ifia.ig_steps
     suite, maps = config.suite, _map_passes(config)
+    if not config.skip_ifia:  # the attacked map's passes: IG its points, saliency 1 (ig_steps unused), SmoothGrad 50
+        total += config.ifia.restarts * config.ifia.steps * (DOUBLE + 1) * maps
     metrics = set(config.metrics)
     per_metric = {
         "gini": maps,
@@ -172,6 +173,8 @@ def eval_passes(config: EvalConfig) -> float:
         "ros": suite.stability_samples * (maps + FORWARD),
         "rrs": suite.stability_samples * (maps + FORWARD),
         "road": len(suite.road_fractions) * FORWARD,
+        "deletion": len(CURVE_FRACTIONS) * FORWARD,
+        "insertion": len(CURVE_FRACTIONS) * FORWARD,
         "ssim_noise": len(suite.ssim_sigmas) * maps,
     }
     total += sum(v for k, v in per_metric.items() if k in metrics)
