@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 import torchattacks
@@ -271,3 +273,38 @@ def test_ifia_random_restarts_are_todays_default(tiny_cnn):
     today = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(5), **kw)
     rand = ifia(tiny_cnn, x, y, generator=torch.Generator().manual_seed(5), restart_from="random", **kw)
     assert _same(today, rand) and torch.equal(today.restart, rand.restart)
+
+
+def test_ifia_topk_from_a_sparse_map_is_flat_and_says_so(tiny_cnn, monkeypatch):
+    # a thin digit: at most k lit pixels, so IG (black baseline) has at most k non-zero pixels and the normalised
+    # top-k mass is already 1; its gradient is 0 up to rounding, and the attack's progress is rounding noise
+    from attrobust import _checks
+    from attrobust.attacks import ifia_flat_start
+    from attrobust.attacks.attribution import _dissimilarity
+    from attrobust.attributions import explainer
+    from attrobust.models import softplus
+
+    monkeypatch.setattr(_checks, "_WARNED", set())
+    g = torch.Generator().manual_seed(4)
+    sparse = torch.zeros(1, 1, 8, 8)
+    sparse.view(-1)[torch.randperm(64, generator=g)[:6]] = 0.5 + 0.4 * torch.rand(6, generator=g)
+    x = torch.cat([sparse, 0.1 + 0.8 * torch.rand(1, 1, 8, 8, generator=g)])
+    y = tiny_cnn(x).argmax(1)
+    kw = {"k": 8, "beta": 10.0, "ig_steps": 5}
+    assert ifia_flat_start(tiny_cnn, x, y, **kw).tolist() == [True, False]
+    attr, surrogate = explainer("ig", ig_steps=5), softplus(tiny_cnn, 10.0)
+    clean = saliency_map(attr(tiny_cnn, x, y))
+    objective = _dissimilarity("topk", attr, surrogate, y, clean, clean.topk(8, dim=1).indices, 8, None)
+    x_req = x.clone().requires_grad_(True)
+    value = objective(x_req)
+    flat, dense = value.detach().tolist()
+    (grad,) = torch.autograd.grad(value.sum(), x_req)
+    assert flat == pytest.approx(-1.0) and dense > -1.0
+    assert grad[0].abs().max() <= 1e-6 * grad[1].abs().max()
+    with pytest.warns(RuntimeWarning, match="IFIA top-k from the clean image"):
+        ifia(tiny_cnn, x, y, eps=0.1, step_size=0.02, steps=2, **kw)
+    monkeypatch.setattr(_checks, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a random start leaves the flat point: no warning
+        ifia(tiny_cnn, x, y, eps=0.1, step_size=0.02, steps=2, random_start=True, generator=g, **kw)
+        ifia(tiny_cnn, x[1:], y[1:], eps=0.1, step_size=0.02, steps=2, **kw)  # a dense map: no warning

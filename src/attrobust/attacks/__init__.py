@@ -18,7 +18,7 @@ from typing import Any
 
 from .._registry import Registry
 from .adversarial import TransferResult, cw_linf, fgsm, margin_loss, pgd, spsa, transfer
-from .attribution import IFIAResult, ifia
+from .attribution import IFIAResult, ifia, ifia_flat_start
 from .corruptions import CORRUPTIONS, corrupt
 from .pgd import model_mode, pgd_loop, project, random_point
 from .targeted import ManipulationResult, shuffled_targets, targeted_manipulation
@@ -38,6 +38,7 @@ __all__ = [
     "cw_linf",
     "fgsm",
     "ifia",
+    "ifia_flat_start",
     "margin_loss",
     "model_mode",
     "pgd",

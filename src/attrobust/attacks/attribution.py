@@ -24,6 +24,7 @@ from .._checks import (
     check_second_order,
     model_input_errors,
     warn_if_training,
+    warn_once,
 )
 from .._ranking import kendall_tau, saliency_map, topk_intersection
 from ..attributions import explainer
@@ -34,6 +35,14 @@ from .selection import Best
 DISSIMILARITIES = ("topk", "mass_center", "random")
 SELECT_BY = ("kendall", "topk")
 RESTART_FROM = ("random", "clean")
+FLAT_START = (
+    "IFIA top-k from the clean image: some images have at most k non-zero pixels in the surrogate's map (e.g. "
+    "IG with a black baseline on a thin MNIST digit: IG is exactly 0 on black pixels); there the normalised top-k "
+    "mass is already 1 and its gradient is 0 up to rounding, so whether the attack leaves the clean image depends on "
+    "rounding noise (it can differ with the batch's other images) and a stuck image reads as top-k 1. "
+    "A random start (random_start=True, restart_from='random') avoids the flat point; "
+    "attrobust.attacks.ifia_flat_start(...) says which images are affected"
+)
 
 
 @dataclass
@@ -63,6 +72,32 @@ def _centre(m: torch.Tensor, width: int) -> torch.Tensor:
     idx = torch.arange(m.shape[1], device=m.device, dtype=m.dtype)
     coords = torch.stack([torch.div(idx, width, rounding_mode="floor"), idx % width], dim=1)
     return (m / (m.sum(1, keepdim=True) + 1e-12)) @ coords
+
+
+def _flat_start(attr: Callable[..., torch.Tensor], surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                k: int) -> torch.Tensor:  # fmt: skip
+    """``(N,)`` bool: the surrogate's map of ``x`` has at most ``k`` non-zero pixels, where the top-k objective is
+    flat (its value is -1, the smallest, and abs' derivative at 0 is 0 on every other pixel)."""
+    return (saliency_map(attr(surrogate, x, y)) != 0).sum(1) <= k
+
+
+def ifia_flat_start(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int, beta: float | None = None,
+    attribution: str = "ig", ig_steps: int = 50,
+) -> torch.Tensor:
+    """Which images start IFIA's top-k attack (:func:`ifia`, ``dissimilarity="topk"``) at a flat point: ``(N,)``
+    bool, True where the softplus(``beta``) surrogate's ``attribution`` map of the clean image has at most ``k``
+    non-zero pixels. There the normalised mass on the clean top-k is 1 and its gradient vanishes (up to rounding),
+    so an attack from the clean image moves by rounding noise, or not at all (top-k 1 kept).
+
+    Shapes: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; returns ``(N,)`` bool.
+    """
+    check_model_batch(model, x, y)
+    check_k(k, x.shape[2] * x.shape[3])
+    check_second_order(model, beta, "ifia_flat_start")
+    surrogate = model if beta is None else softplus(model, beta)
+    with model_mode(model, "eval"), model_input_errors(model, x):
+        return _flat_start(explainer(attribution, ig_steps=ig_steps), surrogate, x, y, k)
 
 
 def _dissimilarity(
@@ -123,7 +158,9 @@ def ifia(
     of the reported top-k intersection (RAR attacks MNIST with k 200 and reports the top-100 intersection); as in
     the RAR reference code, ``select_by="topk"`` selects by the attack's top-``k`` intersection, the quantity the
     attack lowers. ``attribution`` names a registered method (``"ig"`` with ``ig_steps`` path points by
-    default). A ReLU model needs ``beta`` (its second derivatives vanish).
+    default). A ReLU model needs ``beta`` (its second derivatives vanish). ``topk`` from the clean image warns
+    (:data:`FLAT_START`, once per process) when an image's surrogate map has at most ``k`` non-zero pixels: the
+    objective is flat there and the attack moves by rounding noise or not at all (:func:`ifia_flat_start`).
 
     Shapes: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; returns an :class:`IFIAResult` of
     per-example tensors.
@@ -149,6 +186,8 @@ def ifia(
         surrogate = model if beta is None else softplus(model, beta)
         clean_map = saliency_map(attr(model, x, y))
         top_idx = clean_map.topk(k, dim=1).indices
+        if dissimilarity == "topk" and not random_start and _flat_start(attr, surrogate, x, y, k).any():
+            warn_once(FLAT_START, RuntimeWarning)
         objective = _dissimilarity(dissimilarity, attr, surrogate, y, clean_map, top_idx, x.shape[-1], generator)
         n, ones = x.shape[0], torch.ones(x.shape[0], device=x.device)
         none = torch.full((n,), -1, dtype=torch.int64, device=x.device)  # step and restart: none selected
