@@ -291,7 +291,7 @@ def test_ifia_topk_from_a_sparse_map_is_flat_and_says_so(tiny_cnn, monkeypatch):
     x = torch.cat([sparse, 0.1 + 0.8 * torch.rand(1, 1, 8, 8, generator=g)])
     y = tiny_cnn(x).argmax(1)
     kw = {"k": 8, "beta": 10.0, "ig_steps": 5}
-    assert ifia_flat_start(tiny_cnn, x, y, **kw).tolist() == [True, False]
+    assert ifia_flat_start(tiny_cnn, x, y, k=8, ig_steps=5).tolist() == [True, False]
     attr, surrogate = explainer("ig", ig_steps=5), softplus(tiny_cnn, 10.0)
     clean = saliency_map(attr(tiny_cnn, x, y))
     objective = _dissimilarity("topk", attr, surrogate, y, clean, clean.topk(8, dim=1).indices, 8, None)

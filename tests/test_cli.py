@@ -269,7 +269,9 @@ def test_paper_table_presets_resolve(tmp_path: Path) -> None:
     assert all(cfg.name.endswith("_cpu") and cfg.model.name == "small_cnn" for _, cfg in runs)
     assert ev.n == 100 and ev.ifia.k == 200 and ev.ifia.eps == 0.3
     assert published["ig_norm"] == {"natural_acc": 0.9874, "pgd_acc": 0.8143, "topk": 0.7136, "kendall": 0.2841}
-    assert set(published) == {"ig_norm", "ig_sum_norm", "natural", "pgd_at"}
+    # the rows of the further evaluation _eval.sg.yaml (appendix Table 4) under "<model> [sg]"
+    assert set(published) == {f"{m}{label}" for m in ("ig_norm", "ig_sum_norm", "natural", "pgd_at")
+                              for label in ("", " [sg]")} - {"ig_norm [sg]"}  # fmt: skip
     paper_runs, paper_ev, _ = bench.table_configs("art_table1_cifar10", tmp_path, "paper")
     assert paper_ev.ifia.k == 100 and paper_ev.ifia.steps == 50 and paper_runs[0][1].model.kwargs["width"] == 10
     assert set(bench.table_names()) >= {"rar_mnist", "igr_table2_mnist", "art_table1_flower", "fms_table1_fmnist"}

@@ -196,12 +196,20 @@ def test_bad_eval_k_and_restart_from_are_refused(change: str, message: str) -> N
         IFIAEvalConfig(restart_from="noise")  # type: ignore[arg-type]
 
 
-def test_an_attribution_object_in_an_evaluation_config_is_refused_at_once() -> None:
-    # the protocol is stored as JSON and names its method: a Captum object used to fail at the end, writing results
+def test_an_attribution_object_in_an_evaluation_is_refused_before_any_work(checkpoints: list[Path],
+                                                                          tmp_path: Path) -> None:
+    # the protocol is stored as JSON and names its method: a Captum object used to fail at the end, after the work;
+    # in Python the suite may still measure one (tests/test_interop.py), so the config itself accepts it
     from captum.attr import Saliency
 
+    cfg = from_dict(EvalConfig, {**FAST_CFG, "metrics": ["gini"]})
+    cfg = replace(cfg, ifia=replace(cfg.ifia, attribution=Saliency))
+    progress: list[str] = []
     with pytest.raises(ValueError, match=r"ifia\.attribution: expected the name of a registered attribution"):
-        IFIAEvalConfig(attribution=Saliency)  # type: ignore[arg-type]
+        evaluate(checkpoints[0], cfg, progress=False, db=False, out=tmp_path / "r.json", echo=progress.append)
+    assert not (tmp_path / "r.json").exists() and progress == []
+    with pytest.raises(ValueError, match=r"ifia\.attribution: expected the name .* a Captum method or a callable"):
+        IFIAEvalConfig(attribution=3)  # type: ignore[arg-type]
 
 
 def test_every_config_field_is_in_the_protocol_or_argued_out() -> None:

@@ -36,7 +36,7 @@ DISSIMILARITIES = ("topk", "mass_center", "random")
 SELECT_BY = ("kendall", "topk")
 RESTART_FROM = ("random", "clean")
 FLAT_START = (
-    "IFIA top-k from the clean image: some images have at most k non-zero pixels in the surrogate's map (e.g. "
+    "IFIA top-k from the clean image: some images have at most k non-zero pixels in their attribution map (e.g. "
     "IG with a black baseline on a thin MNIST digit: IG is exactly 0 on black pixels); there the normalised top-k "
     "mass is already 1 and its gradient is 0 up to rounding, so whether the attack leaves the clean image depends on "
     "rounding noise (it can differ with the batch's other images) and a stuck image reads as top-k 1. "
@@ -74,30 +74,29 @@ def _centre(m: torch.Tensor, width: int) -> torch.Tensor:
     return (m / (m.sum(1, keepdim=True) + 1e-12)) @ coords
 
 
-def _flat_start(attr: Callable[..., torch.Tensor], surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                k: int) -> torch.Tensor:  # fmt: skip
-    """``(N,)`` bool: the surrogate's map of ``x`` has at most ``k`` non-zero pixels, where the top-k objective is
-    flat (its value is -1, the smallest, and abs' derivative at 0 is 0 on every other pixel)."""
-    return (saliency_map(attr(surrogate, x, y)) != 0).sum(1) <= k
+def _flat_start(clean_map: torch.Tensor, k: int) -> torch.Tensor:
+    """``(N,)`` bool: the clean map ``(N, D)`` has at most ``k`` non-zero pixels, where the top-k objective is flat
+    (the normalised mass on the clean top-k is 1, the smallest objective, and abs' derivative at 0 is 0 on every
+    other pixel). The surrogate's map has the same zeros wherever they come from the image (IG and input x gradient
+    are 0 on black pixels with the black baseline)."""
+    return (clean_map != 0).sum(1) <= k
 
 
 def ifia_flat_start(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int, beta: float | None = None,
-    attribution: str = "ig", ig_steps: int = 50,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int, attribution: str = "ig", ig_steps: int = 50,
 ) -> torch.Tensor:
     """Which images start IFIA's top-k attack (:func:`ifia`, ``dissimilarity="topk"``) at a flat point: ``(N,)``
-    bool, True where the softplus(``beta``) surrogate's ``attribution`` map of the clean image has at most ``k``
-    non-zero pixels. There the normalised mass on the clean top-k is 1 and its gradient vanishes (up to rounding),
-    so an attack from the clean image moves by rounding noise, or not at all (top-k 1 kept).
+    bool, True where the ``attribution`` map of the clean image has at most ``k`` non-zero pixels. There the
+    normalised mass on the clean top-k is 1 and its gradient vanishes (up to rounding), so an attack from the clean
+    image moves by rounding noise, or not at all (top-k 1 kept).
 
     Shapes: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; returns ``(N,)`` bool.
     """
     check_model_batch(model, x, y)
     check_k(k, x.shape[2] * x.shape[3])
-    check_second_order(model, beta, "ifia_flat_start")
-    surrogate = model if beta is None else softplus(model, beta)
     with model_mode(model, "eval"), model_input_errors(model, x):
-        return _flat_start(explainer(attribution, ig_steps=ig_steps), surrogate, x, y, k)
+        clean_map = saliency_map(explainer(attribution, ig_steps=ig_steps)(model, x, y))
+    return _flat_start(clean_map, k)
 
 
 def _dissimilarity(
@@ -159,7 +158,7 @@ def ifia(
     the RAR reference code, ``select_by="topk"`` selects by the attack's top-``k`` intersection, the quantity the
     attack lowers. ``attribution`` names a registered method (``"ig"`` with ``ig_steps`` path points by
     default). A ReLU model needs ``beta`` (its second derivatives vanish). ``topk`` from the clean image warns
-    (:data:`FLAT_START`, once per process) when an image's surrogate map has at most ``k`` non-zero pixels: the
+    (:data:`FLAT_START`, once per process) when an image's clean map has at most ``k`` non-zero pixels: the
     objective is flat there and the attack moves by rounding noise or not at all (:func:`ifia_flat_start`).
 
     Shapes: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; returns an :class:`IFIAResult` of
@@ -186,7 +185,7 @@ def ifia(
         surrogate = model if beta is None else softplus(model, beta)
         clean_map = saliency_map(attr(model, x, y))
         top_idx = clean_map.topk(k, dim=1).indices
-        if dissimilarity == "topk" and not random_start and _flat_start(attr, surrogate, x, y, k).any():
+        if dissimilarity == "topk" and not random_start and _flat_start(clean_map, k).any():
             warn_once(FLAT_START, RuntimeWarning)
         objective = _dissimilarity(dissimilarity, attr, surrogate, y, clean_map, top_idx, x.shape[-1], generator)
         n, ones = x.shape[0], torch.ones(x.shape[0], device=x.device)

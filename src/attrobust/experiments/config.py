@@ -27,6 +27,7 @@ from .. import data as data_lib
 from .. import objectives as objectives_lib
 from .._checks import check_finite_floats
 from ..attacks.attribution import DISSIMILARITIES
+from ..attributions.interop import is_captum
 from ..attributions.registry import ATTRIBUTIONS
 from ..data import ImageDataset
 from .yamlio import (
@@ -356,16 +357,17 @@ class IFIAEvalConfig:
 
 
 def _check_attribution(name: Any) -> None:
-    """``ifia.attribution`` must name a registered method: the protocol is stored as JSON and names its
-    attribution, so an object (a Captum method, a callable) cannot stand in an evaluation's config."""
-    if not isinstance(name, str):
+    """``ifia.attribution`` names a registered method; in Python a Captum method or a callable may stand there for
+    the suite's metrics (:func:`attrobust.attributions.explainer` resolves it), but not in a stored evaluation
+    (:func:`.protocol.describe` refuses it: the protocol names its method)."""
+    if isinstance(name, str):
+        if name not in ATTRIBUTIONS.names():
+            raise ValueError(f"ifia.attribution: expected one of {', '.join(ATTRIBUTIONS.names())}, got {name!r}")
+    elif not (callable(name) or is_captum(name)):
         raise ValueError(
             f"ifia.attribution: expected the name of a registered attribution ({', '.join(ATTRIBUTIONS.names())}), "
-            f"got a {type(name).__name__}; a Captum method or a callable is measured with the metrics' explain= "
-            "(attrobust.metrics) or attrobust.attributions.explainer, outside an evaluation config"
+            f"a Captum method or a callable, got {name!r}"
         )
-    if name not in ATTRIBUTIONS.names():
-        raise ValueError(f"ifia.attribution: expected one of {', '.join(ATTRIBUTIONS.names())}, got {name!r}")
 
 
 @dataclass

@@ -148,7 +148,14 @@ def device_type(device: str) -> str:
 
 def describe(config: EvalConfig, data: Mapping[str, Any]) -> dict[str, Any]:
     """The protocol of an evaluation: every setting of ``config`` that can change a number (see the module
-    docstring) and ``data`` (:func:`data_identity`), as plain JSON types."""
+    docstring) and ``data`` (:func:`data_identity`), as plain JSON types. An evaluation whose
+    ``ifia.attribution`` is an object (a Captum method, a callable) has no protocol: ``ValueError``."""
+    if not isinstance(config.ifia.attribution, str):
+        raise ValueError(
+            "ifia.attribution: expected the name of a registered attribution in an evaluation (its protocol is "
+            f"stored and names its method), got a {type(config.ifia.attribution).__name__}; a Captum method or a "
+            "callable is measured with the metrics' explain= (attrobust.metrics) or attrobust.attributions.explainer"
+        )
     cfg = {k: v for k, v in to_dict(config).items() if k not in NOT_IN_PROTOCOL}
     cfg["device"] = device_type(config.device)
     if config.skip_pgd:
