@@ -302,9 +302,19 @@ def test_ifia_topk_from_a_sparse_map_is_flat_and_says_so(tiny_cnn, monkeypatch):
     assert flat == pytest.approx(-1.0) and dense > -1.0
     assert grad[0].abs().max() <= 1e-6 * grad[1].abs().max()
     with pytest.warns(RuntimeWarning, match="IFIA top-k from the clean image"):
-        ifia(tiny_cnn, x, y, eps=0.1, step_size=0.02, steps=2, **kw)
+        assert ifia(tiny_cnn, x, y, eps=0.1, step_size=0.02, steps=2, **kw).flat_start.tolist() == [True, False]
     monkeypatch.setattr(_checks, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="IFIA top-k from the clean image"):  # every run from the clean image
+        clean_runs = ifia(tiny_cnn, x, y, eps=0.1, step_size=0.02, steps=2, restarts=2, restart_from="clean", **kw)
+    assert clean_runs.flat_start.tolist() == [True, False]
+    monkeypatch.setattr(_checks, "_WARNED", set())
+    step = {"eps": 0.1, "step_size": 0.02, "steps": 2}
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a random start leaves the flat point: no warning
-        ifia(tiny_cnn, x, y, eps=0.1, step_size=0.02, steps=2, random_start=True, generator=g, **kw)
-        ifia(tiny_cnn, x[1:], y[1:], eps=0.1, step_size=0.02, steps=2, **kw)  # a dense map: no warning
+        for res in (
+            ifia(tiny_cnn, x, y, **step, random_start=True, generator=g, **kw),
+            ifia(tiny_cnn, x, y, **step, restarts=2, generator=g, **kw),  # the second run starts randomly
+            ifia(tiny_cnn, x, y, **step, dissimilarity="mass_center", **kw),  # another objective
+            ifia(tiny_cnn, x[1:], y[1:], **step, **kw),  # a dense map
+        ):
+            assert not res.flat_start.any() and res.flat_start.shape == (len(res),)

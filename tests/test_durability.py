@@ -238,6 +238,12 @@ def test_failed_evaluation_resumes_and_other_protocols_or_checkpoints_are_refuse
     retrained = train(tiny_train(tmp_path, seed=1), progress=False, db=False).model_path
     with pytest.raises(ValueError, match="checkpoint_sha256"):
         evaluate(retrained, from_dict(EvalConfig, EVAL), out=out, progress=False, db=False, resume=True)
+    meta = partials_lib.partial_dir(out) / "meta.json"
+    kept = meta.read_text()  # batches of an older format lack today's columns (format 1: no flat_start)
+    meta.write_text(kept.replace(partials_lib.FORMAT, "attrobust-eval-partial/1"))
+    with pytest.raises(ValueError, match="format 'attrobust-eval-partial/1'"):
+        evaluate(checkpoint, from_dict(EvalConfig, EVAL), out=out, progress=False, db=False, resume=True)
+    meta.write_text(kept)
     resumed = evaluate(checkpoint, from_dict(EvalConfig, EVAL), out=out, progress=False, db=False, resume=True)
     assert_same_evaluation(resumed, full)
 

@@ -205,3 +205,36 @@ def test_evaluate_passes_eval_k_and_restart_from_to_ifia(
                                  "ifia": {**FAST["ifia"], "eval_k": 4, "restart_from": "clean"}})  # fmt: skip
     evaluate(checkpoint, cfg, progress=False, db=False, out=tmp_path / "r.json")
     assert seen and all((kw["k"], kw["eval_k"], kw["restart_from"]) == (8, 4, "clean") for kw in seen)
+
+
+def test_flat_starts_are_counted_stored_and_announced(checkpoint: Path) -> None:
+    # images with at most k lit pixels: IG (black baseline) is 0 elsewhere, so the top-k attack from the clean image
+    # starts where its objective is flat; the evaluation marks each such image and prints how many there were
+    from attrobust import models
+    from attrobust.attacks import ifia_flat_start
+    from attrobust.data import ImageDataset
+
+    model, _ = models.load(checkpoint)
+    ds = data.load("synthetic", "test", n=40, size=8, num_classes=3, noise=0.6)
+    images = ds.images.clone()
+    g = torch.Generator().manual_seed(0)
+    for i in range(0, 40, 2):  # every other image keeps 6 of its pixels
+        dark = torch.randperm(64, generator=g)[6:]
+        images[i].flatten(1)[:, dark] = 0.0
+    sparse = ImageDataset(images, ds.labels, ds.classes, "synthetic-sparse")
+    cfg = from_dict(EvalConfig, {**FAST, "n": None, "skip_pgd": True})
+    said: list[str] = []
+    res = evaluate(model, cfg, dataset=sparse, progress=False, echo=said.append)
+    cols, stats = res["per_example"]["ifia"], res["summary"]["ifia"]
+    attacked = torch.tensor(cols["index"])
+    expected = ifia_flat_start(model, images[attacked], ds.labels[attacked], k=8, ig_steps=3).tolist()
+    assert cols["flat_start"] == expected and 0 < sum(expected) < len(expected)
+    assert stats["flat_start"] == sum(expected)
+    notes = [line for line in said if "flat point" in line]
+    assert notes == [notes[0]] and notes[0].startswith(f"note: {sum(expected)} of {stats['attacked']} attacked")
+    randomly = from_dict(EvalConfig, {**FAST, "n": None, "skip_pgd": True,
+                                      "ifia": {**FAST["ifia"], "random_start": True}})  # fmt: skip
+    said.clear()
+    res = evaluate(model, randomly, dataset=sparse, progress=False, echo=said.append)
+    assert res["summary"]["ifia"]["flat_start"] == 0 and not any(res["per_example"]["ifia"]["flat_start"])
+    assert not [line for line in said if "flat point" in line]

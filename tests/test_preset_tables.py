@@ -227,6 +227,24 @@ def test_a_table_with_further_evaluations_runs_each_and_reports(tmp_path: Path) 
     assert again["tables"] == res["tables"]  # both evaluations reused, each from its own results file
 
 
+def test_a_table_says_how_many_images_started_the_top_k_attack_at_a_flat_point(tmp_path: Path) -> None:
+    # k = all 64 pixels: the normalised mass on the clean top-k is 1 wherever the attack goes, so every attacked
+    # image starts (and stays) at a flat point; the table says so for the fresh evaluation and the reused one
+    folder = tiny_table(tmp_path, n=6)
+    (folder / "_eval.yaml").write_text("n: 6\nbatch_size: 6\nskip_pgd: true\nexamples: 0\nifia: {attribution: "
+                                       "saliency, k: 64, eps: 0.1, step_size: 0.05, steps: 2,\n"
+                                       "       restarts: 1}\n")  # fmt: skip
+    for _ in range(2):
+        out: list[str] = []
+        res = bench.table("tiny_table", tmp_path / "runs", "paper", presets=tmp_path / "presets", progress=False,
+                          echo=out.append, report=False)  # fmt: skip
+        stats = res["results"]["natural"]["summary"]["ifia"]
+        assert stats["attacked"] > 0 and stats["flat_start"] == stats["attacked"]
+        said = [line for line in out if "flat point" in line]
+        assert said == [f"natural: note: {stats['attacked']} of {stats['attacked']} attacked images started the top-k"
+                        " attack at a flat point" + said[0].split("flat point", 1)[1]]  # fmt: skip
+
+
 def test_a_further_evaluation_that_attacks_gets_the_papers_columns_and_its_published_figures(tmp_path: Path) -> None:
     # the RAR appendix's Table 4: the table's IFIA on simple-gradient maps, published as "<model> [sg]"
     folder = tiny_table(tmp_path, n=6)

@@ -184,8 +184,8 @@ def test_report_of_an_evaluation_is_self_contained(
     assert all(re.fullmatch(r"\[\S+, \S+\]", cell) for cell in row[2:9:2]), row
     stats = row_of(page.tables[1], "tiny")
     s = results["summary"]["ifia"]
-    assert stats[1:3] == [str(s["attacked"]), str(s["no_valid"])]
-    assert stats[3] == f"{s['topk']['mean']:.4f} ± {s['topk']['std']:.4f}"
+    assert stats[1:4] == [str(s["attacked"]), str(s["no_valid"]), str(s["flat_start"])]
+    assert stats[4] == f"{s['topk']['mean']:.4f} ± {s['topk']['std']:.4f}"
     assert (full_report.parent / "report_ifia_stats.csv").is_file()
     assert (full_report.parent / "report_tradeoff.pdf").read_bytes()[:5] == b"%PDF-"
     # configuration and provenance in a collapsible block
@@ -510,3 +510,14 @@ def test_chromium_check_detects_broken_pages(chromium: Chromium, tmp_path: Path)
     assert found["requests"] == ["http://127.0.0.1:9/x.png"]
     with pytest.raises(binascii.Error):
         base64.b64decode("@@@", validate=True)
+
+
+def test_ifia_table_counts_flat_starts_and_marks_results_without_the_count() -> None:
+    from attrobust.experiments.report import ifia_table
+
+    today = fake_result(0.9, 0.5, [0.5, 1.0, 0.2], [0.1, 1.0, 0.0], [True, True, False])
+    today["summary"]["ifia"]["flat_start"] = 1
+    older = fake_result(0.9, 0.5, [0.5, 0.2], [0.1, 0.0], [True, True])  # stored before the count existed
+    header, rows = ifia_table({"today": today, "older": older})
+    assert header[:4] == ["model", "attacked", "no-valid", "flat-start"]
+    assert [row[:4] for row in rows] == [["today", "3", "1", "1"], ["older", "2", "0", "-"]]

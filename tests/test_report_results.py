@@ -92,7 +92,7 @@ def test_every_mean_of_the_papers_table_has_its_bootstrap_interval(tmp_path: Pat
     assert row[6] == "[{:.4f}, {:.4f}]".format(*_oracle(topk))
     assert row[8] == "[{:.4f}, {:.4f}]".format(*_oracle(kendall))
     stats = row_of(Page(html_path.read_text()).tables[2], "m")
-    assert stats[4] == row[6] and stats[7] == "[{:.4f}, {:.4f}]".format(*_oracle(topk[:4])), "valid-only mean"
+    assert stats[5] == row[6] and stats[8] == "[{:.4f}, {:.4f}]".format(*_oracle(topk[:4])), "valid-only mean"
     assert METHOD in " ".join(Page(html_path.read_text()).text) and "B = 2000" in METHOD and "seeded" in METHOD
     # a per-example column that does not reproduce the stored mean gives no interval
     res["summary"]["natural_acc"] = 0.6
@@ -228,6 +228,16 @@ def test_results_of_the_wrong_shape_lose_only_the_bad_part(tmp_path: Path, where
     good = row_of(page.tables[0], "good")
     assert good[1] == "80.00%" and row_of(page.tables[0], "bad")[0] == "bad"
     assert bad["summary"][where] == value, "the caller's results are not changed"
+
+
+def test_a_flat_start_count_of_the_wrong_shape_is_left_out(tmp_path: Path) -> None:
+    bad = _with_metrics()
+    bad["summary"]["ifia"]["flat_start"] = 1.5
+    lines: list[str] = []
+    html_path, _ = write_report({"bad": bad}, tmp_path, echo=lines.append)
+    assert any("bad: summary.ifia.flat_start: expected a count, got a float" in line for line in lines), lines
+    (stats,) = [t for t in Page(html_path.read_text()).tables if t[0][:2] == ["model", "attacked"]]
+    assert row_of(stats, "bad")[1:4] == ["5", "1", "-"]
 
 
 def test_per_example_columns_of_the_wrong_shape_are_left_out(tmp_path: Path) -> None:

@@ -53,7 +53,10 @@ class IFIAResult:
     ``topk`` and ``kendall`` ``(N,)``: top-k intersection and Kendall tau-b between the clean and the selected
     perturbed saliency maps of the original model (1.0 where no step was valid, the papers' convention);
     ``valid`` ``(N,)`` bool: some step kept the label; ``step`` ``(N,)`` int64: the selected step (1-based, -1 when
-    none); ``restart`` ``(N,)`` int64: the restart it came from (-1 when none).
+    none); ``restart`` ``(N,)`` int64: the restart it came from (-1 when none); ``flat_start`` ``(N,)`` bool: the
+    top-k attack ran from the clean image only and its clean map has at most ``k`` non-zero pixels, so the
+    objective was flat there and the image moved by rounding noise at best (:func:`ifia_flat_start`; False for
+    the other dissimilarities and wherever some run started from a random point).
     """
 
     x_adv: torch.Tensor
@@ -62,6 +65,7 @@ class IFIAResult:
     valid: torch.Tensor
     step: torch.Tensor
     restart: torch.Tensor
+    flat_start: torch.Tensor
 
     def __len__(self) -> int:
         return self.x_adv.shape[0]
@@ -80,6 +84,17 @@ def _flat_start(clean_map: torch.Tensor, k: int) -> torch.Tensor:
     other pixel). The surrogate's map has the same zeros wherever they come from the image (IG and input x gradient
     are 0 on black pixels with the black baseline)."""
     return (clean_map != 0).sum(1) <= k
+
+
+def _flat_starts(clean_map: torch.Tensor, k: int, topk_from_clean: bool) -> torch.Tensor:
+    """``IFIAResult.flat_start`` ``(N,)`` bool of an attack whose clean maps are ``clean_map`` ``(N, D)``: the
+    flat points of :func:`_flat_start` when every run of a top-k attack starts from the clean image
+    (``topk_from_clean``), else all False; warns (:data:`FLAT_START`, once per process) when any is True."""
+    flat = _flat_start(clean_map, k) if topk_from_clean else torch.zeros(len(clean_map), dtype=torch.bool,
+                                                                         device=clean_map.device)  # fmt: skip
+    if flat.any():
+        warn_once(FLAT_START, RuntimeWarning)
+    return flat
 
 
 def ifia_flat_start(
@@ -157,9 +172,10 @@ def ifia(
     of the reported top-k intersection (RAR attacks MNIST with k 200 and reports the top-100 intersection); as in
     the RAR reference code, ``select_by="topk"`` selects by the attack's top-``k`` intersection, the quantity the
     attack lowers. ``attribution`` names a registered method (``"ig"`` with ``ig_steps`` path points by
-    default). A ReLU model needs ``beta`` (its second derivatives vanish). ``topk`` from the clean image warns
-    (:data:`FLAT_START`, once per process) when an image's clean map has at most ``k`` non-zero pixels: the
-    objective is flat there and the attack moves by rounding noise or not at all (:func:`ifia_flat_start`).
+    default). A ReLU model needs ``beta`` (its second derivatives vanish). ``topk`` with every run from the clean
+    image warns (:data:`FLAT_START`, once per process) when an image's clean map has at most ``k`` non-zero
+    pixels: the objective is flat there and the attack moves by rounding noise or not at all
+    (:func:`ifia_flat_start`); the result's ``flat_start`` marks those images.
 
     Shapes: ``x`` float ``(N, C, H, W)`` in [0, 1], ``y`` int64 ``(N,)``; returns an :class:`IFIAResult` of
     per-example tensors.
@@ -185,8 +201,8 @@ def ifia(
         surrogate = model if beta is None else softplus(model, beta)
         clean_map = saliency_map(attr(model, x, y))
         top_idx = clean_map.topk(k, dim=1).indices
-        if dissimilarity == "topk" and not random_start and _flat_start(clean_map, k).any():
-            warn_once(FLAT_START, RuntimeWarning)
+        from_clean = not random_start and (restarts == 1 or restart_from == "clean")  # every run from x
+        flat = _flat_starts(clean_map, k, dissimilarity == "topk" and from_clean)
         objective = _dissimilarity(dissimilarity, attr, surrogate, y, clean_map, top_idx, x.shape[-1], generator)
         n, ones = x.shape[0], torch.ones(x.shape[0], device=x.device)
         none = torch.full((n,), -1, dtype=torch.int64, device=x.device)  # step and restart: none selected
@@ -211,4 +227,4 @@ def ifia(
             start = random_point(x, eps, "linf", generator) if from_random else None
             pgd_loop(objective, x, eps=eps, step_size=step_size, steps=steps, x_init=start, callback=judge)
         bar.close()
-    return IFIAResult(valid=best["step"] >= 0, **best.kept)
+    return IFIAResult(valid=best["step"] >= 0, flat_start=flat, **best.kept)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import cost
 from . import protocol as protocol_lib
 from .config import EvalConfig, TrainConfig, load_yaml, merge, merge_yaml, to_dict
-from .evaluate import evaluate
+from .evaluate import evaluate, flat_start_line
 from .protocol import config_dir, eval_defaults
 from .provenance import file_sha256
 from .report import write_report
@@ -153,6 +153,8 @@ def _train_and_evaluate(
                 echo(f"{name}: evaluated in {results['timings']['total']:.0f}s -> {results_path}")
             else:
                 echo(f"{name}: reused {results_path}")
+            if flat_start_line(results["summary"]):
+                echo(f"{name}: {flat_start_line(results['summary'])}")
             bar.update(_STAGE_WEIGHT["evaluate"])
             all_results[name] = results
             rows[what].append(table_row(label, results) if not what else _further_row(label, results, eval_cfg))

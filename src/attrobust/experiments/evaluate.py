@@ -47,6 +47,10 @@ from .summaries import json_safe, summarize
 
 __all__ = ["evaluate", "format_table", "resolve_dataset", "select_indices", "summarize", "table_row"]
 
+# The per-example IFIA columns of a batch (beside ``local``) and of the results (beside ``index``); ``flat_start``
+# marks an image whose top-k attack started at a flat point of its objective (IFIAResult.flat_start).
+IFIA_COLUMNS = ("topk", "kendall", "valid", "step", "flat_start")
+
 
 def select_indices(n_total: int, config: EvalConfig) -> torch.Tensor:
     """Indices ``(n,)`` int64 of the evaluated samples: the first ``n`` or ``n`` drawn with ``config.seed``."""
@@ -211,10 +215,12 @@ def evaluate(
     output location (:func:`.partials.check_output`).
 
     Returns a dict with ``summary`` (``n``, ``natural_acc``, ``pgd_acc``, ``topk``, ``kendall``, ``no_valid``,
-    ``ifia`` statistics), ``per_example`` columns, ``timings`` (seconds), the resolved ``eval_config``, its
-    ``protocol`` and ``protocol_fingerprint``, the checkpoint's ``train_config``, the torch version and, when
-    written, ``path`` (and ``db``: the database ``path`` and ``run_id`` when recorded). The model is evaluated
-    in eval mode; every submodule's train/eval flag is restored afterwards.
+    ``ifia`` statistics, among them ``flat_start``: the attacked images whose top-k attack started at a flat point
+    of its objective, :func:`attrobust.attacks.ifia_flat_start`, also printed when not 0), ``per_example``
+    columns, ``timings`` (seconds), the resolved ``eval_config``, its ``protocol`` and ``protocol_fingerprint``, the
+    checkpoint's ``train_config``, the torch version and, when written, ``path`` (and ``db``: the database ``path``
+    and ``run_id`` when recorded). The model is evaluated in eval mode; every submodule's train/eval flag is
+    restored afterwards.
     """
     t_start = time.perf_counter()
     check_device(config.device if config is not None else "cpu")
@@ -234,6 +240,8 @@ def evaluate(
     try:
         merged, stored = _run_batches(model, plan, config, progress, partial)
         summary, columns, more = _summarize_merged(merged, plan, config)
+        if say is not None and plan.ctx.main and flat_start_line(summary):
+            say(flat_start_line(summary))
         more["timings"]["total"] = time.perf_counter() - t_start
         results = _results(source, plan, config, (protocol, fingerprint), (summary, columns, more))
         if plan.ctx.active and not plan.ctx.main:
@@ -250,6 +258,19 @@ def evaluate(
     if partial is not None:
         partial.finish()
     return results
+
+
+def flat_start_line(summary: dict[str, Any]) -> str | None:
+    """The line an evaluation prints when some attacked image started IFIA's top-k attack at a flat point of its
+    objective (``summary["ifia"]["flat_start"]``, :func:`attrobust.attacks.ifia_flat_start`); None otherwise."""
+    stats = summary.get("ifia") or {}
+    if not stats.get("flat_start"):
+        return None
+    return (
+        f"note: {stats['flat_start']} of {stats['attacked']} attacked images started the top-k attack at a flat "
+        "point (at most k non-zero pixels in the clean map): the attack moves them by rounding noise at best, so "
+        "their top-k tends to stay 1 (per-example column ifia.flat_start; ifia.random_start avoids the flat point)"
+    )
 
 
 def _open_partials(out: Path | None, plan: _Plan, identity: dict[str, Any], resume: bool) -> Partials | None:
@@ -359,6 +380,7 @@ def _summarize_merged(
         stats = {
             "attacked": len(ifia_cols["index"]),
             "no_valid": int((~valid).sum()),
+            "flat_start": int(sum(ifia_cols["flat_start"])),
             "topk": summarize(torch.tensor(ifia_cols["topk"], dtype=torch.float64), valid),
             "kendall": summarize(torch.tensor(ifia_cols["kendall"], dtype=torch.float64), valid),
         }
@@ -417,7 +439,7 @@ def _evaluate_batch(
     if not config.skip_ifia:
         t = time.perf_counter()
         keep = correct.nonzero().flatten()
-        cols: dict[str, list[Any]] = {"local": keep.cpu().tolist(), "topk": [], "kendall": [], "valid": [], "step": []}
+        cols: dict[str, list[Any]] = {"local": keep.cpu().tolist(), **{key: [] for key in IFIA_COLUMNS}}
         if len(keep):
             cfg = config.ifia
             gen = torch.Generator(device=device).manual_seed(derive_seed(config.seed, f"ifia/{b}"))
@@ -429,7 +451,8 @@ def _evaluate_batch(
                 restart_from=cfg.restart_from,
             )  # fmt: skip
             cols.update(topk=res.topk.double().cpu().tolist(), kendall=res.kendall.double().cpu().tolist(),
-                        valid=res.valid.cpu().tolist(), step=res.step.cpu().tolist())  # fmt: skip
+                        valid=res.valid.cpu().tolist(), step=res.step.cpu().tolist(),
+                        flat_start=res.flat_start.cpu().tolist())  # fmt: skip
             if examples:
                 seed = derive_seed(config.seed, f"examples/{b}")
                 out["examples"] = examples_lib.of_batch(model, xb[keep], res.x_adv, yb[keep], cols, config, seed=seed)
@@ -452,7 +475,7 @@ def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalC
                               "metrics": {}}  # fmt: skip
     timings: dict[str, float] = {}
     if not config.skip_ifia:
-        merged["ifia"] = {"index": [], "topk": [], "kendall": [], "valid": [], "step": []}
+        merged["ifia"] = {"index": [], **{key: [] for key in IFIA_COLUMNS}}
     offset, found = 0, []
     for part in parts:
         found.append((part.get("examples"), idx[offset : offset + len(part["natural_correct"])]))
@@ -462,7 +485,7 @@ def _merge_batches(parts: list[dict[str, Any]], idx: torch.Tensor, config: EvalC
         if merged["ifia"] is not None:
             cols = part["ifia"]
             merged["ifia"]["index"] += [int(idx[offset + i]) for i in cols["local"]]
-            for key in ("topk", "kendall", "valid", "step"):
+            for key in IFIA_COLUMNS:
                 merged["ifia"][key] += cols[key]
         for key, column in part["metrics"].items():
             merged["metrics"].setdefault(key, []).extend(column)

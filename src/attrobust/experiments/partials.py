@@ -34,7 +34,7 @@ from .._files import DirLock, atomic_write, atomic_write_text
 
 __all__ = ["FORMAT", "Partials", "check_output", "partial_dir"]
 
-FORMAT = "attrobust-eval-partial/1"
+FORMAT = "attrobust-eval-partial/2"  # 2: the IFIA batch columns hold flat_start
 _META = "meta.json"
 
 

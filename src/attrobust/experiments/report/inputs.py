@@ -142,7 +142,7 @@ def _clean_ifia(stats: Any, where: str, notes: list[str]) -> dict[str, Any] | No
         if out.get(key) is not None and not isinstance(out[key], Mapping):
             notes.append(f"{where}.ifia.{key}: expected a mapping of statistics, got {_what(out[key])}; left out")
             out[key] = None
-    for key in ("attacked", "no_valid"):
+    for key in ("attacked", "no_valid", "flat_start"):
         if out.get(key) is not None and not _is_count(out[key]):
             notes.append(f"{where}.ifia.{key}: expected a count, got {_what(out[key])}; left out")
             out[key] = None

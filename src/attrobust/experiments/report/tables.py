@@ -118,9 +118,10 @@ def _valid_only(res: Mapping[str, Any], key: str) -> list[float] | None:
 
 
 def ifia_table(named: Mapping[str, Mapping[str, Any]]) -> Table | None:
-    """IFIA statistics per model (mean ± std and its interval, median [q25, q75], mean over valid samples only
-    and its interval) or None when no result has them."""
-    header = ["model", "attacked", "no-valid"]
+    """IFIA statistics per model (attacked images, those without a valid perturbation, those whose top-k attack
+    started at a flat point of its objective (``-`` in results that predate the count); mean ± std and its
+    interval, median [q25, q75], mean over valid samples only and its interval) or None when no result has them."""
+    header = ["model", "attacked", "no-valid", "flat-start"]
     for metric in ("top-k", "Kendall"):
         header += [f"{metric} mean ± std", f"{metric} mean{CI}", f"{metric} median [q25, q75]",
                    f"{metric} valid-only mean", f"{metric} valid-only mean{CI}"]  # fmt: skip
@@ -129,7 +130,8 @@ def ifia_table(named: Mapping[str, Mapping[str, Any]]) -> Table | None:
         stats = res["summary"].get("ifia")
         if not isinstance(stats, dict):
             continue
-        row = [name, str(stats.get("attacked", "-")), str(stats.get("no_valid", "-"))]
+        row = [name, *("-" if stats.get(key) is None else str(stats[key]) for key in ("attacked", "no_valid",
+                                                                                       "flat_start"))]
         for key in ("topk", "kendall"):
             s = stats.get(key) if isinstance(stats.get(key), dict) else None
             row += [

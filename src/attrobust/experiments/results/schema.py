@@ -24,7 +24,7 @@ files in place):
 - ``example_values(run_id, name, example, value)``: the per-example columns in long form, ``example`` being the
   index in the evaluated split, so one SQL join compares two models sample by sample. Names are the
   ``per_example`` columns of the results (``label``, ``natural_correct``, ``pgd_correct``, ``ifia.topk``,
-  ``ifia.kendall``, ``ifia.valid``, ``ifia.step``); booleans are stored as 0/1.
+  ``ifia.kendall``, ``ifia.valid``, ``ifia.step``, ``ifia.flat_start``); booleans are stored as 0/1.
 
 Imports only the standard library and the protocol module (the version 2 migration recomputes fingerprints).
 """
