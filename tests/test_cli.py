@@ -263,9 +263,18 @@ def test_bench_table_reproduces_a_table_with_published_figures(tmp_path: Path, m
         assert bad.exit_code == 2 and "error:" in bad.output
 
 
+def test_bench_tables_lists_the_models_in_the_papers_row_order() -> None:
+    result = runner.invoke(app, ["bench", "tables"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in result.output.splitlines() if line.strip()}
+    assert lines["rar_mnist"] == "ig_norm, natural, pgd_at, ig_sum_norm"
+    assert lines["fms_table1_fmnist"] == "n, a, m1, m2, g, e, ng"
+
+
 def test_paper_table_presets_resolve(tmp_path: Path) -> None:
     runs, ev, published = bench.table_configs("rar-mnist", tmp_path, "cpu")
-    assert [m for m, _ in runs] == ["ig_norm", "ig_sum_norm", "natural", "pgd_at"]
+    # the paper's row order: appendix Table 3 (IG-NORM), then Table 4 (NATURAL, Madry et al., IG-SUM-NORM)
+    assert [m for m, _ in runs] == ["ig_norm", "natural", "pgd_at", "ig_sum_norm"]
     assert all(cfg.name.endswith("_cpu") and cfg.model.name == "small_cnn" for _, cfg in runs)
     assert ev.n == 100 and ev.ifia.k == 200 and ev.ifia.eps == 0.3
     assert published["ig_norm"] == {"natural_acc": 0.9874, "pgd_acc": 0.8143, "topk": 0.7136, "kendall": 0.2841}

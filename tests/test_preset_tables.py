@@ -116,6 +116,32 @@ def test_evaluate_on_seeded_correct_reports_no_accuracy(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("table", bench.table_names())
+def test_every_table_runs_its_models_in_the_papers_row_order(table: str) -> None:
+    runs, _, _ = bench.table_configs(table, "runs", "paper")
+    models = [m for m, _ in runs]
+    assert models == bench.table_models(table) and sorted(models) == sorted(set(models))
+    # the rows of each paper's table, top to bottom
+    if table.startswith("fms_table1_"):  # the smoothing paper's Table 3: N, A, then the +A smoothing models
+        assert models == ["n", "a", "m1", "m2", "g", "e", "ng"]
+    elif table.startswith("igr_table2_"):  # IGR Table 2
+        assert models == ["natural", "ig_norm", "ig_sum_norm", "adv_aat", "art", "ssr", "pgd_at", "pgd_at_igr",
+                          "trades", "trades_igr", "mart", "mart_igr"]  # fmt: skip
+    elif table in ("bounds_table7_mnist", "bounds_table8_cifar10"):  # bounds paper appendix D.2, Tables 7 and 8
+        assert models == ["pgd_at", "ig_norm", "adv_aat", "art", "trades", "trades_igr"]
+    elif table == "bounds_table9_flower":  # appendix D.3, Table 9
+        assert models == ["pgd_at", "adv_aat", "trades", "trades_igr"]
+    elif table == "art_table1_gtsrb":  # ART Table 1, then the RAR/IGR rows it adds
+        assert models == ["natural", "pgd_at", "art", "ig_norm", "ig_sum_norm"]
+    elif table == "rar_fmnist":  # RAR appendix Table 4 (NATURAL, Madry et al., IG-SUM-NORM); no IG-NORM row
+        assert models == ["natural", "pgd_at", "ig_sum_norm", "ig_norm"]
+
+
+def test_chosen_models_keep_the_order_given(tmp_path: Path) -> None:
+    runs, _, _ = bench.table_configs("rar_mnist", tmp_path, "cpu", models=["pgd_at", "natural"])
+    assert [m for m, _ in runs] == ["pgd_at", "natural"]
+
+
+@pytest.mark.parametrize("table", bench.table_names())
 def test_dry_run_of_every_table_prints_settings_and_cost_and_writes_nothing(
     table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -40,8 +40,8 @@ from .cli_options import (
 )
 from .experiments import catalog, distributed
 from .experiments.audit import audit, load_factory, load_weights
-from .experiments.bench import config_dir, quickstart, table, table_names
 from .experiments.bench import dry_run as bench_dry_run
+from .experiments.bench import quickstart, table, table_models, table_names
 from .experiments.config import TrainConfig, load_yaml
 from .experiments.evaluate import evaluate
 from .experiments.protocol import summary
@@ -455,11 +455,9 @@ def table_command(
 @bench_app.command("tables")
 @friendly
 def tables_command() -> None:
-    """List the paper table presets and their models."""
+    """List the paper table presets and their models (in the order of the paper's rows)."""
     for name in table_names():
-        models = sorted(p.stem for p in (config_dir() / name).glob("*.yaml")
-                        if not p.stem.startswith("_") and not p.stem.endswith("_cpu"))  # fmt: skip
-        typer.echo(f"{name:22s} {', '.join(models)}")
+        typer.echo(f"{name:22s} {', '.join(table_models(name))}")
 
 
 demo_command = app.command("demo", help="Same as `attrobust bench quickstart`.")(quickstart_command)

@@ -275,6 +275,23 @@ def table_names(presets: str | Path | None = None) -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/_eval.yaml"))
 
 
+def _published(folder: Path, stem: str = "_published") -> dict[str, Any]:
+    """The published figures of the table in ``folder`` (its ``<stem>.yaml``; ``{}`` without one)."""
+    path = folder / f"{stem}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def table_models(name: str, presets: str | Path | None = None) -> list[str]:
+    """The models of table ``name`` (its ``<model>.yaml`` presets) in the order of the paper's rows (the rows of
+    ``_published.yaml``, a further evaluation's ``"<model> [<label>]"`` rows counting for their model, then those
+    of ``_published_bounds.yaml``), then those the paper has no row of, by name."""
+    folder = (Path(presets) if presets is not None else config_dir()) / name.replace("-", "_")
+    stems = (p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_") and p.stem[-4:] != "_cpu")
+    rows = [*_published(folder), *_published(folder, "_published_bounds")]
+    rank = {m: i for i, m in enumerate(dict.fromkeys(str(key).split(" [")[0] for key in rows))}
+    return sorted(stems, key=lambda m: (rank.get(m, len(rank)), m))
+
+
 def table_configs(
     name: str,
     out_dir: str | Path = "runs",
@@ -282,7 +299,8 @@ def table_configs(
     presets: str | Path | None = None,
     models: list[str] | None = None,
 ) -> tuple[list[tuple[str, TrainConfig]], EvalConfig, dict[str, Any]]:
-    """The runs ``[(model, TrainConfig)]``, the evaluation config and the published figures of table ``name``.
+    """The runs ``[(model, TrainConfig)]`` (in the paper's row order, :func:`table_models`; ``models`` in the order
+    given), the evaluation config and the published figures of table ``name``.
 
     ``budget="paper"`` uses the papers' settings (``<model>.yaml``, ``_eval.yaml``: GPU-scale); ``"cpu"`` the
     ``<model>_cpu.yaml`` variants and ``_eval_cpu.yaml`` on top of ``_eval.yaml``. ``models`` picks a subset.
@@ -296,7 +314,8 @@ def table_configs(
     if budget not in TABLE_BUDGETS:
         raise ValueError(f"budget: expected one of {', '.join(map(repr, TABLE_BUDGETS))}, got {budget!r}")
     folder = root / name
-    available = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_") and p.stem[-4:] != "_cpu")
+    published = _published(folder)
+    available = table_models(name, root)
     chosen = models if models else available
     unknown = [m for m in chosen if m not in available]
     if unknown:
@@ -305,8 +324,6 @@ def table_configs(
     suffix = "_cpu" if budget == "cpu" else ""
     runs = [(m, load_yaml(TrainConfig, folder / f"{m}{suffix}.yaml", [f"out_dir={out_dir}"])) for m in chosen]
     eval_cfg = _table_eval(folder, "_eval", runs[0][1].data.name, budget)
-    published_path = folder / "_published.yaml"
-    published = (yaml.safe_load(published_path.read_text()) or {}) if published_path.is_file() else {}
     # a further evaluation's figures are keyed "<model> [<label>]" (the name of its results)
     return runs, eval_cfg, {m: v for m, v in published.items() if str(m).split(" [")[0] in chosen}
 
