@@ -234,6 +234,21 @@ def tiny_table(tmp_path: Path, n: int) -> Path:
     return folder
 
 
+def test_a_table_measuring_only_metrics_prints_them(tmp_path: Path) -> None:
+    # the bounds tables (paper 004, Tables 7-9) run no PGD and no IFIA: their table is the bounds' means
+    folder = tiny_table(tmp_path, n=4)
+    (folder / "_eval.yaml").write_text("n: 4\nbatch_size: 4\nskip_pgd: true\nskip_ifia: true\nexamples: 0\n"
+                                       "ifia: {eps: 0.1, beta: 5.0}\n"
+                                       "metrics: [l2_bound, modified_bound]\n")  # fmt: skip
+    res = bench.table("tiny_table", tmp_path / "runs", "paper", presets=tmp_path / "presets", progress=False,
+                      echo=lambda _: None, report=False)  # fmt: skip
+    header, _, row = res["table"].splitlines()
+    assert [c.strip() for c in header.split("|")] == ["model", "n", "l2_bound", "modified_bound"]
+    summary = res["results"]["natural"]["summary"]["metrics"]
+    assert [c.strip() for c in row.split("|")] == ["natural", "4", f"{summary['l2_bound']['mean']:.4f}",
+                                                   f"{summary['modified_bound']['mean']:.4f}"]  # fmt: skip
+
+
 def test_a_table_with_further_evaluations_runs_each_and_reports(tmp_path: Path) -> None:
     folder = tiny_table(tmp_path, n=12)
     (folder / "_eval.vg.yaml").write_text("extends: _eval.yaml\nn: 5\nsample: seeded_correct\nskip_pgd: true\n"

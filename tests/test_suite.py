@@ -217,3 +217,43 @@ def test_deletion_and_insertion_curves_are_stored_with_their_fractions_and_drawn
     _, md = write_report({"d": res}, tmp_path / "report")
     text = md.read_text()
     assert "Deletion: probability of the label" in text and "Insertion: probability of the label" in text
+
+
+def test_the_bounds_of_the_l2_and_linf_tables_equal_the_bound_functions(checkpoint: Path, tmp_path: Path) -> None:
+    # bounds paper appendix D.2: Table 7 reports T_e (Theorem 1), T'_e (eq. 39) and T_c (Corollary 2) of the l2
+    # ball, Table 8 T_e (Theorem 2) and T_c of the l_inf ball
+    from attrobust.metrics import bounds
+    from attrobust.models.checkpoint import load
+
+    names = ["l2_bound", "modified_bound", "cosine_bound", "linf_bound", "linf_cosine_bound"]
+    cfg = from_dict(EvalConfig, {**FAST, "n": 4, "skip_pgd": True, "skip_ifia": True, "metrics": names})
+    res = evaluate(checkpoint, cfg, progress=False, out=tmp_path / "b.json", db=False)
+    got = {name: torch.tensor(res["per_example"]["metrics"][name], dtype=torch.float64) for name in names}
+    assert res["summary"]["metrics"]["l2_bound"]["count"] == 4
+    # the oracle: the functions of attrobust.metrics.bounds on the same images (power iteration from another
+    # start: xi_max agrees to its tolerance)
+    net = load(checkpoint)[0].eval()
+    ds = data.load("synthetic", "test", n=96, size=8, num_classes=3)
+    x, y = ds.images[:4], ds.labels[:4]
+    kw = {"attribution": "saliency", "beta": 5.0, "ig_steps": 3}
+    gen = torch.Generator().manual_seed(123)
+    t_e = bounds.euclidean_bound(net, x, y, 0.1, norm="l2", generator=gen, **kw).double()
+    torch.testing.assert_close(got["l2_bound"], t_e, rtol=1e-3, atol=1e-7)
+    linf = bounds.linf_bound(net, x, y, 0.1, **kw).double()
+    torch.testing.assert_close(got["linf_bound"], linf, rtol=1e-5, atol=1e-7)
+    linf_c = bounds.cosine_bound(net, x, y, 0.1, bound="linf", **kw).double()
+    torch.testing.assert_close(got["linf_cosine_bound"], linf_c, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(got["linf_cosine_bound"], got["cosine_bound"])  # a different T_e underneath
+    modified = bounds.modified_euclidean_bound(net, x, y, 0.1, generator=gen, **kw).bound.double()
+    torch.testing.assert_close(got["modified_bound"], modified, rtol=1e-3, atol=1e-7)
+    cosine = bounds.cosine_bound(net, x, y, 0.1, generator=gen, **kw).double()
+    torch.testing.assert_close(got["cosine_bound"], cosine, rtol=1e-3, atol=1e-7)
+    # the l2 columns share their xi_max (the same seeded start): T'_e = max(T_e, the deviation along v_max) is
+    # never below T_e, not even by the power iteration's tolerance
+    assert bool((got["modified_bound"] >= got["l2_bound"]).all())
+
+
+def test_every_bound_reads_the_eps_of_the_protocol() -> None:
+    from attrobust.experiments.protocol import EPS_METRICS
+
+    assert set(suite.BOUND_METRICS) == set(EPS_METRICS) and set(suite.BOUND_METRICS) <= set(suite.SUITE_METRICS)

@@ -132,7 +132,9 @@ def _train_and_evaluate(
     bar: Any,
 ) -> tuple[dict[str, list[dict[str, str]]], dict[str, dict[str, Any]]]:
     """Train (or reuse) every run and evaluate (or reuse) it with every evaluation ``(eval label, config)``; the
-    table rows per evaluation label and the results by ``label`` (``label [eval label]`` for the further ones)."""
+    table rows per evaluation label (the papers' columns, :func:`table_row`; :func:`_further_row` for the further
+    evaluations and for one that runs neither PGD nor IFIA) and the results by ``label`` (``label [eval label]``
+    for the further ones)."""
     rows: dict[str, list[dict[str, str]]] = {what: [] for what, _ in evals}
     all_results = {}
     for label, cfg in runs:
@@ -157,7 +159,10 @@ def _train_and_evaluate(
                 echo(f"{name}: {flat_start_line(results['summary'])}")
             bar.update(_STAGE_WEIGHT["evaluate"])
             all_results[name] = results
-            rows[what].append(table_row(label, results) if not what else _further_row(label, results, eval_cfg))
+            # an evaluation that measures only suite metrics (the bounds tables) shows them, whichever it is
+            metrics_only = eval_cfg.skip_pgd and eval_cfg.skip_ifia and bool(eval_cfg.metrics)
+            further = bool(what) or metrics_only
+            rows[what].append(_further_row(label, results, eval_cfg) if further else table_row(label, results))
     return rows, all_results
 
 

@@ -50,7 +50,7 @@ FINGERPRINT_LENGTH = 12
 # fields of EvalConfig that never change a number (see the module docstring); dataset and split move into "data"
 NOT_IN_PROTOCOL = ("data_dir", "dataset", "split", "examples")  # examples: saliency maps kept for the report
 # suite metrics that read ifia.eps
-EPS_METRICS = ("euclidean_bound", "cosine_bound", "linf_bound")
+EPS_METRICS = ("euclidean_bound", "l2_bound", "modified_bound", "cosine_bound", "linf_bound", "linf_cosine_bound")
 _FLAGS = {"eps": "--eps", "step_size": "--step-size", "k": "--k"}
 
 

@@ -47,10 +47,21 @@ from .summaries import finite_summary
 # summary of two columns and box_iou a building block of the localisation metrics, so the suite leaves them out
 SUITE_METRICS = (
     "spearman", "pearson", "cosine", "ssim", "activation_consistency", "gini", "image_gradient_alignment", "ris",
-    "ros", "rrs", "road", "deletion", "insertion", "euclidean_bound", "cosine_bound", "linf_bound", "ssim_noise",
-    "corruption_accuracy", "gt_known_loc", "top1_loc",
+    "ros", "rrs", "road", "deletion", "insertion", "euclidean_bound", "l2_bound", "modified_bound", "cosine_bound",
+    "linf_bound", "linf_cosine_bound", "ssim_noise", "corruption_accuracy", "gt_known_loc", "top1_loc",
 )  # fmt: skip
-COMPOSITE_METRICS = ("road", "deletion", "insertion", "euclidean_bound", "cosine_bound", "linf_bound", "ssim_noise")
+# the upper bounds of paper 004 (appendix A-B), each at the eps of ifia.eps:
+# euclidean_bound  T_e = sqrt(d) xi_max eps, the l_inf ball (Corollary 1)
+# l2_bound         T_e = xi_max eps, the l2 ball (Theorem 1; the T_e of Tables 7 and 9)
+# modified_bound   T'_e = c xi_max eps, the l2 ball (Eq. 39)
+# cosine_bound     T_c from the l2 T_e (Corollary 2), as a cosine distance 1 - cos
+# linf_bound       T_e = eps sqrt(sum_ij |P_ij|), the l_inf ball (Theorem 2; the T_e of Table 8)
+# linf_cosine_bound  T_c from that l_inf T_e (Corollary 2; the T_c of Table 8)
+BOUND_METRICS = ("euclidean_bound", "l2_bound", "modified_bound", "cosine_bound", "linf_bound", "linf_cosine_bound")
+COMPOSITE_METRICS = ("road", "deletion", "insertion", *BOUND_METRICS, "ssim_noise")
+# the l2 bounds start their power iteration from the same seeded vector (the stream cosine_bound has always
+# drawn from), so the T_e, T'_e and T_c of one example come from the same xi_max
+_L2_STREAM = "cosine_bound"
 
 
 def needs(name: str) -> str | None:
@@ -249,8 +260,16 @@ def _bound(name: str) -> Callable[[Batch], dict[str, torch.Tensor]]:
         kw: dict[str, Any] = {"attribution": s.bound_attribution, "beta": beta, "ig_steps": cfg.ig_steps}
         if name == "linf_bound":
             values = bounds.linf_bound(batch.model, batch.x, batch.y, cfg.eps, **kw)
+        elif name == "linf_cosine_bound":
+            values = bounds.cosine_bound(batch.model, batch.x, batch.y, cfg.eps, bound="linf", **kw)
         elif name == "cosine_bound":
             values = bounds.cosine_bound(batch.model, batch.x, batch.y, cfg.eps, generator=batch.generator(name), **kw)
+        elif name == "l2_bound":
+            values = bounds.euclidean_bound(batch.model, batch.x, batch.y, cfg.eps, norm="l2",
+                                            generator=batch.generator(_L2_STREAM), **kw)  # fmt: skip
+        elif name == "modified_bound":
+            values = bounds.modified_euclidean_bound(batch.model, batch.x, batch.y, cfg.eps,
+                                                     generator=batch.generator(_L2_STREAM), **kw).bound  # fmt: skip
         else:
             values = bounds.euclidean_bound(batch.model, batch.x, batch.y, cfg.eps, norm="linf",
                                             generator=batch.generator(name), **kw)  # fmt: skip
@@ -273,7 +292,7 @@ def _ssim_noise(batch: Batch) -> dict[str, torch.Tensor]:
 
 COMPOSITES: dict[str, Callable[[Batch], dict[str, torch.Tensor]]] = {
     **{name: _perturbation_curve(name) for name in ("road", "deletion", "insertion")},
-    **{name: _bound(name) for name in ("euclidean_bound", "cosine_bound", "linf_bound")},
+    **{name: _bound(name) for name in BOUND_METRICS},
     "ssim_noise": _ssim_noise,
 }
 
