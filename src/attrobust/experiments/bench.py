@@ -291,8 +291,13 @@ def table_models(name: str, presets: str | Path | None = None) -> list[str]:
     ``_published.yaml``, a further evaluation's ``"<model> [<label>]"`` rows counting for their model, then those
     of ``_published_bounds.yaml``), then those the paper has no row of, by name."""
     folder = (Path(presets) if presets is not None else config_dir()) / name.replace("-", "_")
+    return _paper_order(folder, _published(folder))
+
+
+def _paper_order(folder: Path, published: dict[str, Any]) -> list[str]:
+    """:func:`table_models` of the table in ``folder`` whose ``_published.yaml`` is ``published``."""
     stems = (p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_") and p.stem[-4:] != "_cpu")
-    rows = [*_published(folder), *_published(folder, "_published_bounds")]
+    rows = [*published, *_published(folder, "_published_bounds")]
     rank = {m: i for i, m in enumerate(dict.fromkeys(str(key).split(" [")[0] for key in rows))}
     return sorted(stems, key=lambda m: (rank.get(m, len(rank)), m))
 
@@ -320,7 +325,7 @@ def table_configs(
         raise ValueError(f"budget: expected one of {', '.join(map(repr, TABLE_BUDGETS))}, got {budget!r}")
     folder = root / name
     published = _published(folder)
-    available = table_models(name, root)
+    available = _paper_order(folder, published)
     chosen = models if models else available
     unknown = [m for m in chosen if m not in available]
     if unknown:

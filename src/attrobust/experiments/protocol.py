@@ -43,14 +43,15 @@ import torch
 
 from ..data import canonical_name
 from .config import EvalConfig, from_dict, merge, read_yaml, to_dict
+from .suite import BOUND_METRICS
 
 PROTOCOL_VERSION = 1
 DEFAULTS_DIR = "defaults"
 FINGERPRINT_LENGTH = 12
 # fields of EvalConfig that never change a number (see the module docstring); dataset and split move into "data"
 NOT_IN_PROTOCOL = ("data_dir", "dataset", "split", "examples")  # examples: saliency maps kept for the report
-# suite metrics that read ifia.eps
-EPS_METRICS = ("euclidean_bound", "l2_bound", "modified_bound", "cosine_bound", "linf_bound", "linf_cosine_bound")
+# suite metrics that read ifia.eps: the bounds
+EPS_METRICS = BOUND_METRICS
 _FLAGS = {"eps": "--eps", "step_size": "--step-size", "k": "--k"}
 
 
